@@ -1,0 +1,170 @@
+"""Assembles the Falcon app from a parsed config: ``create_app(config, *, upstreams=None)``."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import falcon
+
+from gateway.config import Config
+from gateway.embeddings import Embedder, EmbeddingService
+from gateway.errors import (
+    GatewayError,
+    InvalidRequest,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    RouteNotFound,
+)
+from gateway.health import BackendProber
+from gateway.metrics import Metrics
+from gateway.middleware import AccessLogMiddleware, AuthMiddleware, BodyLimitMiddleware, RequestIdMiddleware
+from gateway.resources import (
+    ChatResource,
+    EmbeddingsResource,
+    HealthResource,
+    MetricsResource,
+    ModelResource,
+    ModelsResource,
+    ReadyResource,
+)
+from gateway.resources.limits import InflightLimiter
+from gateway.routing import Router
+from gateway.shaping import ChatShaper, ImageFetcher
+from gateway.upstream import Upstreams
+
+log = logging.getLogger("vilms.gateway")
+
+
+class Gateway:
+    """The app plus what must be started and stopped with it (probe thread, pools, embedder)."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        upstreams: Upstreams | None = None,
+        embedder: Embedder | None = None,
+        image_transport: Any = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        service = config.service
+        self.config = config
+        self.metrics = upstreams.metrics if upstreams is not None else Metrics()
+        self.upstreams = upstreams or Upstreams(service, metrics=self.metrics, clock=clock)
+        self.router = Router(config)
+        if embedder is None and config.embedding.enabled and not config.embedding.base_url:
+            embedder = _local_embedder(config)
+        self.embedder = embedder
+        self.embeddings = EmbeddingService(config.embedding, self.upstreams, embedder)
+        if embedder is not None:
+            self.metrics.watch_embedding(lambda: embedder.loaded)
+        self.prober = BackendProber(
+            self.router.endpoints(), self.upstreams,
+            interval=service.probe_interval, timeout=min(service.connect_timeout + 2.0, 5.0),
+        )
+        self.fetcher = ImageFetcher(config, transport=image_transport)
+        self.limiter = InflightLimiter(service.inflight_limit)
+        self.app = self._build_app(clock)
+
+    def _build_app(self, clock: Callable[[], float]) -> falcon.App:
+        service = self.config.service
+        app = falcon.App(
+            middleware=[
+                RequestIdMiddleware(),
+                AccessLogMiddleware(self.metrics, service.access_log),
+                AuthMiddleware(_api_keys(self.config)),
+                BodyLimitMiddleware(service.max_body_bytes),
+            ],
+        )
+        app.req_options.strip_url_path_trailing_slash = True
+        limits = {"max_body_bytes": service.max_body_bytes, "deadline_seconds": service.request_deadline,
+                  "clock": clock}
+        health = HealthResource()
+        app.add_route("/health", health)
+        app.add_route("/health_check", health)
+        app.add_route("/health/ready", ReadyResource(self.prober))
+        app.add_route("/metrics", MetricsResource(self.metrics))
+        app.add_route("/v1/models", ModelsResource(self.router))
+        app.add_route("/v1/models/{model_id:path}", ModelResource(self.router))
+        app.add_route(
+            "/v1/chat/completions",
+            ChatResource(self.router, ChatShaper(self.config, self.fetcher), self.upstreams, self.limiter, **limits),
+        )
+        app.add_route("/v1/embeddings", EmbeddingsResource(self.router, self.embeddings, self.limiter, **limits))
+        app.add_error_handler(Exception, _unexpected_error)
+        app.add_error_handler(falcon.HTTPError, _falcon_error)
+        app.add_error_handler(GatewayError, _gateway_error)
+        return app
+
+    def start(self) -> None:
+        self.prober.start()
+        starter = getattr(self.embedder, "start_reaper", None)
+        if callable(starter):
+            starter()
+
+    def close(self) -> None:
+        self.prober.stop()
+        self.upstreams.close()
+        self.fetcher.close()
+        self.embeddings.close()
+
+
+def create_app(config: Config, *, upstreams: Upstreams | None = None, **kwargs: Any) -> falcon.App:
+    """The WSGI app. Background work (probes, embedding unload) starts with :meth:`Gateway.start`;
+    the ``serve`` command does that, tests call it when they want readiness."""
+    return Gateway(config, upstreams=upstreams, **kwargs).app
+
+
+def _local_embedder(config: Config) -> Embedder:
+    from gateway.embeddings_local import LocalEmbedder
+
+    emb = config.embedding
+    return LocalEmbedder(
+        emb.model, device=emb.device, batch_size=emb.batch_size, idle_unload_seconds=emb.idle_unload_seconds
+    )
+
+
+def _api_keys(config: Config) -> tuple[str, ...]:
+    keys = list(config.service.api_keys)
+    if config.service.api_key_file:
+        text = Path(config.service.api_key_file).read_text(encoding="utf-8")
+        keys += [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    return tuple(keys)
+
+
+def _render(resp: falcon.Response, error: GatewayError) -> None:
+    resp.status = error.status
+    resp.data = error.to_json()
+    resp.content_type = falcon.MEDIA_JSON
+    for name, value in error.headers.items():
+        resp.set_header(name, value)
+
+
+def _gateway_error(req: falcon.Request, resp: falcon.Response, error: GatewayError, params: Any) -> None:
+    _render(resp, error)
+
+
+def _falcon_error(req: falcon.Request, resp: falcon.Response, error: falcon.HTTPError, params: Any) -> None:
+    status = error.status_code
+    translated: GatewayError
+    if status == 404:
+        translated = RouteNotFound(f"No route for {req.method} {req.path}.")
+    elif status == 405:
+        translated = MethodNotAllowed(f"Method {req.method} is not allowed on {req.path}.")
+    elif status == 413:
+        translated = PayloadTooLarge("The request body is too large.")
+    else:
+        translated = InvalidRequest(error.description or error.title or "Bad request.", status=status)
+    for name, value in (error.headers or {}).items():
+        translated.headers[name] = value
+    _render(resp, translated)
+
+
+def _unexpected_error(req: falcon.Request, resp: falcon.Response, error: Exception, params: Any) -> None:
+    request_id = getattr(req.context, "request_id", "-")
+    log.exception("unhandled error (request %s)", request_id)
+    _render(resp, GatewayError(f"Internal gateway error (request id {request_id})."))

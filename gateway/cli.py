@@ -1,0 +1,111 @@
+"""``vilms-gateway serve | validate | route``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from gateway import __version__
+from gateway.config import Config, ConfigError, load_config
+
+EXIT_INVALID = 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_INVALID
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"{exc.source}: invalid configuration:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_INVALID
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    handler = {"serve": _serve, "validate": _validate, "route": _route}[args.command]
+    return handler(config, args)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vilms-gateway", description="OpenAI-compatible gateway for ViLMS edge boxes.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command")
+    serve = commands.add_parser("serve", help="serve HTTP in the foreground")
+    serve.add_argument("--config", required=True, help="path to config.yaml")
+    serve.add_argument("--host", help="listen address (default: gateway.host or 0.0.0.0)")
+    serve.add_argument("--port", type=int, help="listen port (default: gateway.port or 8989)")
+    serve.add_argument("--threads", type=int, help="worker threads (default: gateway.threads)")
+    serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    validate = commands.add_parser("validate", help="check a config file; exit non-zero on any problem")
+    validate.add_argument("--config", required=True)
+    route = commands.add_parser("route", help="explain how a model name resolves")
+    route.add_argument("--config", required=True)
+    route.add_argument("model")
+    return parser
+
+
+def _serve(config: Config, args: argparse.Namespace) -> int:
+    from gateway.app import Gateway
+    from gateway.server import serve
+
+    _configure_logging(args.log_level)
+    service = config.service
+    try:
+        gateway = Gateway(config)
+    except OSError as exc:  # an unreadable API key file, for one
+        print(f"cannot start: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    serve(gateway, host=args.host or service.host, port=args.port or service.port,
+          threads=args.threads or service.threads)
+    return 0
+
+
+def _validate(config: Config, args: argparse.Namespace) -> int:
+    key_file = config.service.api_key_file
+    if key_file and not Path(key_file).is_file():
+        print(f"{config.source}: invalid configuration:\n  gateway.api-key-file: {key_file} does not exist",
+              file=sys.stderr)
+        return EXIT_INVALID
+    aliases = len(config.aliases) + sum(len(m.aliases) for m in config.models)
+    embedding = "on" if config.embedding.enabled else "off"
+    print(f"{config.source}: OK ({len(config.models)} models, {aliases} aliases, platform {config.platform}, "
+          f"embeddings {embedding})")
+    return 0
+
+
+def _route(config: Config, args: argparse.Namespace) -> int:
+    from gateway.errors import ModelNotFound
+    from gateway.routing import Router
+
+    try:
+        print(Router(config).explain(args.model))
+    except ModelNotFound as exc:
+        print(exc.message, file=sys.stderr)
+        return 1
+    return 0
+
+
+def _configure_logging(level: str) -> None:
+    root = logging.getLogger()
+    root.setLevel(level)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    access = logging.getLogger("vilms.access")
+    access.propagate = False
+    access_handler = logging.StreamHandler(sys.stdout)
+    access_handler.setFormatter(logging.Formatter("%(message)s"))
+    access.addHandler(access_handler)
+    access.setLevel(logging.INFO)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # "task queue depth" is expected under load
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,150 @@
+"""The embeddings service: one request shape, three ways to serve it: an engine model of type
+``embedding`` (Ollama/vLLM), a remote OpenAI-compatible API (``embedding.base-url``), or the local
+sentence-transformers engine."""
+
+from __future__ import annotations
+
+import base64
+import json
+import struct
+import time
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import httpx
+
+from gateway.config import EmbeddingSettings, normalize_base_url
+from gateway.errors import EmbeddingsDisabled, InvalidRequest, UpstreamError, UpstreamUnavailable
+from gateway.routing import Route
+from gateway.upstream import Upstreams
+
+MAX_INPUTS = 2048
+
+
+class Embedder(Protocol):
+    """What the local engine offers (see ``gateway.embeddings_local.LocalEmbedder``)."""
+
+    @property
+    def loaded(self) -> bool: ...
+
+    def embed(self, texts: Sequence[str]) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+def parse_inputs(body: Any) -> list[str]:
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        raise InvalidRequest("'model' is required and must be a non-empty string.", param="model")
+    raw = body.get("input")
+    texts = [raw] if isinstance(raw, str) else raw
+    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+        raise InvalidRequest("'input' must be a non-empty string or a non-empty array of strings.", param="input")
+    if len(texts) > MAX_INPUTS:
+        raise InvalidRequest(f"'input' may hold at most {MAX_INPUTS} items.", param="input")
+    if any(not t for t in texts):
+        raise InvalidRequest("'input' must not contain empty strings.", param="input")
+    encoding = body.get("encoding_format", "float")
+    if encoding not in ("float", "base64"):
+        raise InvalidRequest("'encoding_format' must be 'float' or 'base64'.", param="encoding_format")
+    return texts
+
+
+def encode_vector(vector: Sequence[float], encoding: str) -> list[float] | str:
+    if encoding == "base64":
+        # OpenAI's base64 form is the little-endian float32 array.
+        return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
+    return [float(x) for x in vector]
+
+
+def response_body(vectors: Sequence[Sequence[float]], model: str, tokens: int, encoding: str) -> dict[str, Any]:
+    return {
+        "object": "list",
+        "data": [
+            {"object": "embedding", "index": i, "embedding": encode_vector(v, encoding)}
+            for i, v in enumerate(vectors)
+        ],
+        "model": model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+
+
+class EmbeddingService:
+    def __init__(self, settings: EmbeddingSettings, upstreams: Upstreams, local: Embedder | None) -> None:
+        self.settings = settings
+        self._upstreams = upstreams
+        self._local = local
+        self._remote: httpx.Client | None = None
+        if settings.enabled and settings.base_url:
+            headers = {"authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
+            self._remote = httpx.Client(
+                base_url=normalize_base_url(settings.base_url), headers=headers, trust_env=False,
+                timeout=httpx.Timeout(upstreams.settings.read_timeout, connect=upstreams.settings.connect_timeout),
+            )
+
+    @property
+    def local_loaded(self) -> bool:
+        return self._local is not None and self._local.loaded
+
+    def embed(self, body: dict[str, Any], route: Route | None, deadline: float) -> dict[str, Any]:
+        texts = parse_inputs(body)
+        encoding = body.get("encoding_format", "float")
+        requested = body["model"]
+        # An engine serves only models declared as embedding models; any other name goes to the
+        # embedding section, as the old gateway did (it ignored the model name for embeddings).
+        if route is not None and not route.local_embedding and route.primary.model.type == "embedding":
+            return self._via_engine(body, texts, route, deadline, encoding, requested)
+        if not self.settings.enabled:
+            raise EmbeddingsDisabled("Embedding is disabled in config (embedding.enabled is false).",
+                                     param="model")
+        if self._remote is not None:
+            return self._via_remote(texts, encoding, requested)
+        if self._local is None:
+            raise UpstreamUnavailable("The local embedding engine is not available on this box.")
+        result = self._local.embed(texts)
+        return response_body(result.vectors, requested, result.prompt_tokens, encoding)
+
+    def _via_engine(
+        self, body: dict[str, Any], texts: list[str], route: Route, deadline: float, encoding: str, requested: str
+    ) -> dict[str, Any]:
+        def build(target: Any) -> bytes:
+            # Always ask for floats: not every engine version speaks base64, and we re-encode anyway.
+            return json.dumps({**body, "model": target.model.name, "input": texts,
+                               "encoding_format": "float"}).encode()
+
+        result = self._upstreams.call(route.targets, "/v1/embeddings", build, deadline=deadline)
+        return self._reshape(result.content, requested, encoding)
+
+    def _via_remote(self, texts: list[str], encoding: str, requested: str) -> dict[str, Any]:
+        assert self._remote is not None
+        payload = {"model": self.settings.model, "input": texts, "encoding_format": "float"}
+        try:
+            response = self._remote.post("/v1/embeddings", json=payload)
+        except httpx.HTTPError as exc:
+            raise UpstreamUnavailable(f"The embedding service could not be reached ({type(exc).__name__}).") from exc
+        if response.status_code != 200:
+            raise UpstreamError(f"The embedding service answered HTTP {response.status_code}.")
+        return self._reshape(response.content, requested, encoding)
+
+    @staticmethod
+    def _reshape(content: bytes, requested: str, encoding: str) -> dict[str, Any]:
+        try:
+            data = json.loads(content)
+            items = sorted(data["data"], key=lambda item: item["index"])
+            vectors = [item["embedding"] for item in items]
+            usage = data.get("usage") or {}
+            tokens = int(usage.get("prompt_tokens") or 0)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise UpstreamError("The embedding backend sent a malformed response.") from exc
+        return response_body(vectors, requested, tokens, encoding)
+
+    def close(self) -> None:
+        if self._remote is not None:
+            self._remote.close()
+        if self._local is not None:
+            self._local.close()
+
+
+def deadline_from(seconds: float) -> float:
+    return time.monotonic() + seconds

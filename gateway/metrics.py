@@ -1,0 +1,55 @@
+"""Prometheus metrics, one registry per app so several apps (tests, benchmarks) never share counters."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class Metrics:
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "vilms_requests", "Requests answered, by route and status.", ["route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "vilms_request_duration_seconds", "Time to the response head (streams: to the first byte).",
+            ["route"], buckets=_LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.upstream_failures = Counter(
+            "vilms_upstream_failures", "Failed tries against a backend endpoint, by reason.",
+            ["endpoint", "reason"], registry=self.registry,
+        )
+        self.fallbacks = Counter(
+            "vilms_fallbacks", "Requests served by a fallback model or a non-primary endpoint.",
+            ["kind", "from_model", "to_model"], registry=self.registry,
+        )
+        self.backend_up = Gauge(
+            "vilms_backend_up", "1 when the last readiness probe of the endpoint succeeded.",
+            ["endpoint", "engine"], registry=self.registry,
+        )
+        self.backend_cooled = Gauge(
+            "vilms_backend_cooled_down", "1 while the endpoint is skipped after repeated failures.",
+            ["endpoint"], registry=self.registry,
+        )
+        self.embedding_loaded = Gauge(
+            "vilms_embedding_model_loaded", "1 while the local embedding model is in memory.",
+            registry=self.registry,
+        )
+        self.streams_interrupted = Counter(
+            "vilms_streams_interrupted", "Streams ended with an error event after the first byte.",
+            registry=self.registry,
+        )
+
+    def watch_embedding(self, loaded: Callable[[], bool]) -> None:
+        self.embedding_loaded.set_function(lambda: 1.0 if loaded() else 0.0)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

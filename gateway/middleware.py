@@ -1,0 +1,116 @@
+"""Request-scoped concerns that wrap every resource: request id, API-key auth, body limit, access log."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+import falcon
+
+from gateway.errors import AuthenticationFailed, PayloadTooLarge
+
+access_log = logging.getLogger("vilms.access")
+OPEN_PATHS = frozenset({"/health", "/health_check", "/health/ready"})
+_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+class RequestIdMiddleware:
+    """Takes the client's ``X-Request-ID`` when it is sane, else makes one; always returns it."""
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        req.context.started = time.perf_counter()
+        given = req.get_header("X-Request-ID")
+        req.context.request_id = given if given and _SAFE_REQUEST_ID.match(given) else uuid.uuid4().hex
+        resp.set_header("X-Request-ID", req.context.request_id)
+
+
+class AuthMiddleware:
+    """Bearer API keys, compared in constant time. Health endpoints stay open for probes."""
+
+    def __init__(self, keys: tuple[str, ...]) -> None:
+        self._keys = tuple(k.encode() for k in keys)
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if not self._keys or req.path in OPEN_PATHS:
+            return
+        header = req.get_header("Authorization") or ""
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise AuthenticationFailed("Missing API key: send 'Authorization: Bearer <key>'.")
+        presented = token.strip().encode()
+        # Compare against every key so the time taken does not reveal which prefix matched.
+        matched = False
+        for key in self._keys:
+            matched |= hmac.compare_digest(presented, key)
+        if not matched:
+            raise AuthenticationFailed("Incorrect API key provided.")
+
+
+class BodyLimitMiddleware:
+    def __init__(self, max_bytes: int) -> None:
+        self._max = max_bytes
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        length = req.content_length
+        if length is not None and length > self._max:
+            raise PayloadTooLarge(f"The request body is {length} bytes; the limit is {self._max}.")
+
+
+class AccessLogMiddleware:
+    """One JSON line per request. Never logs headers or bodies, so keys and prompts stay out of logs."""
+
+    def __init__(self, metrics: Any, enabled: bool) -> None:
+        self._metrics = metrics
+        self._enabled = enabled
+
+    def process_response(
+        self, req: falcon.Request, resp: falcon.Response, resource: object, req_succeeded: bool
+    ) -> None:
+        started = getattr(req.context, "started", None)
+        elapsed = time.perf_counter() - started if started is not None else 0.0
+        route = req.uri_template or "unmatched"
+        status = resp.status_code
+        self._metrics.requests.labels(route, str(status)).inc()
+        self._metrics.latency.labels(route).observe(elapsed)
+        if not self._enabled:
+            return
+        entry = {
+            "ts": round(time.time(), 3),
+            "request_id": getattr(req.context, "request_id", None),
+            "method": req.method,
+            "path": req.path,
+            "status": status,
+            "ms": round(elapsed * 1000, 2),
+            "client": req.remote_addr,
+        }
+        for key in ("model", "served_model", "endpoint", "stream"):
+            value = req.context.get(key)
+            if value is not None:
+                entry[key] = value
+        access_log.info(json.dumps(entry))
+
+
+def read_json(req: falcon.Request, max_bytes: int) -> Any:
+    """The request's JSON body, or an OpenAI-shaped 4xx that says what is wrong with it."""
+    from gateway.errors import InvalidRequest, UnsupportedMediaType
+
+    content_type = (req.content_type or "").split(";")[0].strip().lower()
+    if content_type and not (
+        content_type.endswith("json") or content_type in ("text/plain", "application/x-www-form-urlencoded")
+    ):
+        raise UnsupportedMediaType(f"Content type {content_type!r} is not supported: send application/json.")
+    raw = req.bounded_stream.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise PayloadTooLarge(f"The request body exceeds the limit of {max_bytes} bytes.")
+    if not raw.strip():
+        raise InvalidRequest("The request body is empty: send a JSON object.")
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        detail = str(exc) if isinstance(exc, ValueError) else "nested too deeply"
+        raise InvalidRequest(f"The request body is not valid JSON: {detail[:200]}") from exc

@@ -1,0 +1,116 @@
+"""POST /v1/chat/completions: text and vision, plain and streamed."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import falcon
+
+from gateway.errors import UpstreamError
+from gateway.middleware import read_json
+from gateway.resources.limits import InflightLimiter, post_only
+from gateway.routing import Router
+from gateway.shaping import ChatShaper, validate_chat_request
+from gateway.streaming import SSERelay
+from gateway.upstream import Upstreams, UpstreamResult
+
+
+class ChatResource:
+    def __init__(
+        self,
+        router: Router,
+        shaper: ChatShaper,
+        upstreams: Upstreams,
+        limiter: InflightLimiter,
+        *,
+        max_body_bytes: int,
+        deadline_seconds: float,
+        clock: Any,
+    ) -> None:
+        self._router = router
+        self._shaper = shaper
+        self._upstreams = upstreams
+        self._limiter = limiter
+        self._max_body = max_body_bytes
+        self._deadline = deadline_seconds
+        self._clock = clock
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        raise post_only("/v1/chat/completions")
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        body = read_json(req, self._max_body)
+        validate_chat_request(body)
+        requested = body["model"]
+        stream = bool(body.get("stream"))
+        req.context.model = requested
+        route = self._router.resolve(requested)
+        if route.local_embedding or route.primary.model.type == "embedding":
+            from gateway.errors import InvalidRequest
+
+            raise InvalidRequest(f"{requested!r} is an embedding model: use /v1/embeddings.", param="model")
+        self._limiter.acquire()
+        released = False
+        try:
+            # A model's params may default "stream"; the request's own value wins, as for any param.
+            stream = bool(body.get("stream", route.primary.model.params.get("stream", False)))
+            req.context.stream = stream
+            result = self._upstreams.call(
+                route.targets,
+                "/v1/chat/completions",
+                self._shaper.builder(body),
+                deadline=self._clock() + self._deadline,
+                stream=stream,
+            )
+            req.context.served_model = result.target.model.name
+            req.context.endpoint = result.endpoint
+            resp.set_header("X-Vilms-Model", result.target.model.name)
+            if stream:
+                self._stream(resp, result)
+                released = True  # the relay releases the slot when the stream ends
+            else:
+                resp.data = _rename_model(result.content, requested)
+                resp.content_type = falcon.MEDIA_JSON
+        finally:
+            if not released:
+                self._limiter.release()
+
+    def _stream(self, resp: falcon.Response, result: UpstreamResult) -> None:
+        upstreams, limiter = self._upstreams, self._limiter
+
+        def interrupted(reason: str) -> None:
+            upstreams.record_failure(result.endpoint, f"stream_{reason}")
+            upstreams.metrics.streams_interrupted.inc()
+
+        relay = _ReleasingRelay(result, interrupted, limiter)
+        resp.content_type = "text/event-stream"
+        resp.set_header("Cache-Control", "no-cache")
+        resp.set_header("X-Accel-Buffering", "no")
+        resp.stream = relay
+
+
+class _ReleasingRelay(SSERelay):
+    def __init__(self, result: UpstreamResult, on_interrupted: Any, limiter: InflightLimiter) -> None:
+        super().__init__(result, on_interrupted)
+        self._limiter = limiter
+        self._released = False
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            if not self._released:
+                self._released = True
+                self._limiter.release()
+
+
+def _rename_model(content: bytes, requested: str) -> bytes:
+    """Answer with the name the client asked for, as the old gateway did (aliases stay opaque)."""
+    try:
+        data = json.loads(content)
+    except ValueError as exc:
+        raise UpstreamError("The backend sent a response that is not JSON.") from exc
+    if isinstance(data, dict):
+        data["model"] = requested
+    return json.dumps(data).encode()

@@ -1,0 +1,54 @@
+"""POST /v1/embeddings."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import falcon
+
+from gateway.embeddings import EmbeddingService
+from gateway.errors import ModelNotFound
+from gateway.middleware import read_json
+from gateway.resources.limits import InflightLimiter, post_only
+from gateway.routing import Route, Router
+
+
+class EmbeddingsResource:
+    def __init__(
+        self,
+        router: Router,
+        service: EmbeddingService,
+        limiter: InflightLimiter,
+        *,
+        max_body_bytes: int,
+        deadline_seconds: float,
+        clock: Any,
+    ) -> None:
+        self._router = router
+        self._service = service
+        self._limiter = limiter
+        self._max_body = max_body_bytes
+        self._deadline = deadline_seconds
+        self._clock = clock
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        raise post_only("/v1/embeddings")
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        body = read_json(req, self._max_body)
+        model = body.get("model") if isinstance(body, dict) else None
+        route: Route | None = None
+        if isinstance(model, str):
+            req.context.model = model
+            try:
+                route = self._router.resolve(model)
+            except ModelNotFound:
+                route = None  # the embedding section decides (the old gateway accepted any name)
+        self._limiter.acquire()
+        try:
+            result = self._service.embed(body, route, self._clock() + self._deadline)
+        finally:
+            self._limiter.release()
+        resp.data = json.dumps(result).encode()
+        resp.content_type = falcon.MEDIA_JSON

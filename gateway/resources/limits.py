@@ -1,0 +1,29 @@
+"""A cap on requests doing upstream work at once, so a worker thread is always free for /health."""
+
+from __future__ import annotations
+
+import threading
+
+from gateway.errors import MethodNotAllowed, ServerBusy
+
+
+class InflightLimiter:
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._slots = threading.BoundedSemaphore(limit)
+
+    def acquire(self) -> None:
+        if not self._slots.acquire(blocking=False):
+            raise ServerBusy(
+                f"All {self.limit} request slots are busy; retry shortly.", headers={"Retry-After": "1"}
+            )
+
+    def release(self) -> None:
+        self._slots.release()
+
+
+def post_only(path: str) -> MethodNotAllowed:
+    # The old gateway answered a GET here with a hint; clients that probe with GET still get one.
+    return MethodNotAllowed(
+        f"Method Not Allowed. Use POST {path} with a JSON body.", headers={"Allow": "POST"}
+    )

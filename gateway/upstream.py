@@ -1,0 +1,313 @@
+"""Calls to the engines: endpoints tried in order, retries with bounded backoff, cooldown of endpoints
+that keep failing, one pooled keep-alive httpx client per backend, and a per-request deadline."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from gateway.config import ServiceSettings
+from gateway.errors import (
+    GatewayError,
+    InvalidRequest,
+    ModelNotFound,
+    UpstreamError,
+    UpstreamRateLimited,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from gateway.metrics import Metrics
+from gateway.routing import Target
+
+BodyBuilder = Callable[[Target], bytes]
+
+
+@dataclass
+class EndpointState:
+    failures: int = 0
+    cooled_until: float = 0.0
+    last_error: str = ""
+    probe_ok: bool | None = None
+
+
+@dataclass
+class UpstreamResult:
+    """A backend's successful answer. For streams the body is still open: iterate ``chunks``."""
+
+    response: httpx.Response
+    target: Target
+    endpoint: str
+    content: bytes = b""
+    first_chunk: bytes = b""
+    chunks: Iterator[bytes] | None = None
+
+    def close(self) -> None:
+        self.response.close()
+
+
+class _Failure:
+    __slots__ = ("body", "endpoint", "kind", "status")
+
+    def __init__(self, endpoint: str, kind: str, status: int = 0, body: bytes = b"") -> None:
+        self.endpoint, self.kind, self.status, self.body = endpoint, kind, status, body
+
+    def describe(self) -> str:
+        return f"{self.endpoint} ({f'HTTP {self.status}' if self.status else self.kind})"
+
+
+class Upstreams:
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        *,
+        metrics: Metrics | None = None,
+        transport: httpx.BaseTransport | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self._transport = transport
+        self._clock = clock
+        self._sleep = sleep
+        self._clients: dict[str, httpx.Client] = {}
+        self._states: dict[str, EndpointState] = {}
+        self._lock = threading.Lock()
+
+    # -- endpoint bookkeeping -----------------------------------------------------------------
+    def client(self, base_url: str) -> httpx.Client:
+        client = self._clients.get(base_url)
+        if client is None:
+            with self._lock:
+                client = self._clients.get(base_url)
+                if client is None:
+                    pool = self.settings.threads + 4
+                    client = httpx.Client(
+                        base_url=base_url,
+                        transport=self._transport,
+                        limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
+                        timeout=httpx.Timeout(self.settings.read_timeout, connect=self.settings.connect_timeout),
+                        trust_env=False,
+                    )
+                    self._clients[base_url] = client
+        return client
+
+    def state(self, endpoint: str) -> EndpointState:
+        state = self._states.get(endpoint)
+        if state is None:
+            with self._lock:
+                state = self._states.setdefault(endpoint, EndpointState())
+        return state
+
+    def is_cooled(self, endpoint: str) -> bool:
+        return self.state(endpoint).cooled_until > self._clock()
+
+    def record_success(self, endpoint: str) -> None:
+        state = self.state(endpoint)
+        if state.failures or state.cooled_until:
+            state.failures, state.cooled_until, state.last_error = 0, 0.0, ""
+            self.metrics.backend_cooled.labels(endpoint).set(0)
+
+    def record_failure(self, endpoint: str, reason: str, *, counts_for_cooldown: bool = True) -> None:
+        self.metrics.upstream_failures.labels(endpoint, reason).inc()
+        state = self.state(endpoint)
+        state.last_error = reason
+        if not counts_for_cooldown:
+            return
+        state.failures += 1
+        if state.failures >= self.settings.cooldown_failures and self.settings.cooldown_seconds > 0:
+            state.cooled_until = self._clock() + self.settings.cooldown_seconds
+            self.metrics.backend_cooled.labels(endpoint).set(1)
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        now = self._clock()
+        return {
+            url: {
+                "consecutive_failures": s.failures,
+                "cooled_down_for_seconds": round(max(0.0, s.cooled_until - now), 1),
+                "last_error": s.last_error or None,
+            }
+            for url, s in list(self._states.items())
+        }
+
+    def close(self) -> None:
+        for client in list(self._clients.values()):
+            client.close()
+
+    # -- calls --------------------------------------------------------------------------------
+    def call(
+        self,
+        targets: Sequence[Target],
+        path: str,
+        build_body: BodyBuilder,
+        *,
+        deadline: float,
+        stream: bool = False,
+    ) -> UpstreamResult:
+        """Try every target's endpoints in order until one answers 2xx; raise the best-fitting error."""
+        failures: list[_Failure] = []
+        plan = self._plan(targets)
+        bodies: dict[int, bytes] = {}
+        for target_index, target, endpoint in plan:
+            if target_index not in bodies:
+                bodies[target_index] = build_body(target)
+            result = self._try_endpoint(target, endpoint, path, bodies[target_index], deadline, stream, failures)
+            if result is not None:
+                if target_index > 0:
+                    self.metrics.fallbacks.labels("model", targets[0].model.name, target.model.name).inc()
+                elif endpoint != target.endpoints[0]:
+                    self.metrics.fallbacks.labels("endpoint", target.model.name, target.model.name).inc()
+                return result
+        raise self._final_error(targets, failures)
+
+    def _plan(self, targets: Sequence[Target]) -> list[tuple[int, Target, str]]:
+        ready: list[tuple[int, Target, str]] = []
+        cooled: list[tuple[int, Target, str]] = []
+        for i, target in enumerate(targets):
+            for endpoint in target.endpoints:
+                (cooled if self.is_cooled(endpoint) else ready).append((i, target, endpoint))
+        # Cooled endpoints are a last resort: better a slow answer than none when all are cooling down.
+        return ready + cooled
+
+    def _try_endpoint(
+        self,
+        target: Target,
+        endpoint: str,
+        path: str,
+        body: bytes,
+        deadline: float,
+        stream: bool,
+        failures: list[_Failure],
+    ) -> UpstreamResult | None:
+        client = self.client(endpoint)
+        for attempt in range(self.settings.retries + 1):
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                raise UpstreamTimeout(
+                    "The request deadline passed before a backend answered. Tried: "
+                    + (", ".join(f.describe() for f in failures) or "none"),
+                )
+            timeout = httpx.Timeout(
+                min(self.settings.read_timeout, remaining),
+                connect=min(self.settings.connect_timeout, remaining),
+            )
+            request = client.build_request(
+                "POST", path, content=body, headers={"content-type": "application/json"}, timeout=timeout
+            )
+            try:
+                response = client.send(request, stream=True)
+            except httpx.TimeoutException as exc:
+                kind = "connect_timeout" if isinstance(exc, httpx.ConnectTimeout) else "timeout"
+                self._fail(failures, endpoint, kind)
+                return None
+            except httpx.TransportError:
+                self._fail(failures, endpoint, "connection_error")
+                return None
+            status = response.status_code
+            if status < 400:
+                return self._accept(response, target, endpoint, stream, failures)
+            content = self._read_quietly(response)
+            if status == 429 or status >= 500:
+                failure = _Failure(endpoint, "http_error", status, content)
+                failures.append(failure)
+                self.record_failure(endpoint, f"http_{status}", counts_for_cooldown=status != 429)
+                if attempt < self.settings.retries:
+                    self._sleep(min(self._backoff(attempt, response), max(0.0, deadline - self._clock())))
+                    continue
+                return None
+            if status == 404:
+                # This endpoint lacks the model (not pulled yet); another host may have it.
+                failures.append(_Failure(endpoint, "model_missing", status, content))
+                self.record_failure(endpoint, "http_404", counts_for_cooldown=False)
+                return None
+            raise InvalidRequest(_upstream_message(content, status), status=status, code="upstream_rejected")
+        return None
+
+    def _accept(
+        self, response: httpx.Response, target: Target, endpoint: str, stream: bool, failures: list[_Failure]
+    ) -> UpstreamResult | None:
+        try:
+            if stream:
+                chunks = response.iter_raw()
+                first = next(chunks, b"")
+                result = UpstreamResult(response, target, endpoint, first_chunk=first, chunks=chunks)
+            else:
+                result = UpstreamResult(response, target, endpoint, content=response.read())
+                response.close()
+        except httpx.TimeoutException:
+            response.close()
+            self._fail(failures, endpoint, "timeout")
+            return None
+        except httpx.TransportError:
+            response.close()
+            self._fail(failures, endpoint, "connection_error")
+            return None
+        self.record_success(endpoint)
+        return result
+
+    def _fail(self, failures: list[_Failure], endpoint: str, kind: str) -> None:
+        failures.append(_Failure(endpoint, kind))
+        self.record_failure(endpoint, kind)
+
+    @staticmethod
+    def _read_quietly(response: httpx.Response) -> bytes:
+        try:
+            return response.read()
+        except httpx.HTTPError:
+            return b""
+        finally:
+            response.close()
+
+    def _backoff(self, attempt: int, response: httpx.Response) -> float:
+        delay = self.settings.backoff_base * (2**attempt)
+        retry_after = response.headers.get("retry-after", "")
+        if retry_after.replace(".", "", 1).isdigit():
+            delay = max(delay, float(retry_after))
+        return min(delay, self.settings.backoff_max)
+
+    @staticmethod
+    def _final_error(targets: Sequence[Target], failures: list[_Failure]) -> GatewayError:
+        tried = ", ".join(f.describe() for f in failures) or "no endpoint"
+        name = targets[0].model.name
+        kinds = {f.kind for f in failures}
+        statuses = [f.status for f in failures if f.status]
+        if kinds & {"timeout", "connect_timeout"} and not statuses:
+            return UpstreamTimeout(f"No backend for {name!r} answered in time. Tried: {tried}.")
+        if statuses and all(s == 404 for s in statuses) and kinds <= {"model_missing", "connection_error"}:
+            return ModelNotFound(
+                f"The model {name!r} is configured but no backend has it (is it pulled?). Tried: {tried}.",
+                param="model",
+            )
+        if statuses and all(s == 429 for s in statuses):
+            return UpstreamRateLimited(f"Every backend for {name!r} is rate limiting. Tried: {tried}.",
+                                       headers={"Retry-After": "1"})
+        if statuses:
+            last = next(f for f in reversed(failures) if f.status)
+            return UpstreamError(
+                f"The backends for {name!r} failed: {_upstream_message(last.body, last.status)} Tried: {tried}."
+            )
+        return UpstreamUnavailable(f"No backend for {name!r} could be reached. Tried: {tried}.")
+
+
+def _upstream_message(content: bytes, status: int) -> str:
+    """The backend's own error text, whichever of the engines' error shapes it used."""
+    try:
+        data = json.loads(content)
+    except ValueError:
+        text = content.decode("utf-8", "replace").strip()[:300]
+        return text or f"HTTP {status}"
+    if isinstance(data, dict):
+        error = data.get("error", data)
+        if isinstance(error, dict):
+            return str(error.get("message") or error.get("detail") or f"HTTP {status}")
+        if isinstance(error, str):
+            return error
+        if "message" in data:
+            return str(data["message"])
+    return f"HTTP {status}"

@@ -1,0 +1,1 @@
+"""Stand-ins for Ollama and vLLM that speak their wire protocols (stdlib only)."""

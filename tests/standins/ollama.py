@@ -1,0 +1,468 @@
+"""Ollama stand-in: Ollama's native API (/api/*) and its OpenAI layer (/v1/*), wire-faithful, fake models.
+
+python3 -m tests.standins.ollama --host 0.0.0.0 --port 11434 --models qwen3:4b,llava
+python3 /opt/standin/ollama.py serve          # in the image; OLLAMA_HOST / OLLAMA_MODELS honoured
+python3 /opt/standin/ollama.py pull qwen3:4b   # the `ollama` client subcommands, against OLLAMA_HOST
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+try:
+    from . import openai_shapes as oa
+    from .common import (
+        Settings,
+        count_tokens,
+        dumps,
+        echo_params,
+        fake_embedding,
+        parse_duration,
+        reply_text,
+        rfc3339_local,
+        rfc3339_utc,
+        split_pieces,
+    )
+    from .httpbase import App, Handler, serve_until_signal
+    from .ollama_store import Model, ModelStore
+    from .ollama_v1 import OpenAILayer
+except ImportError:  # run as a plain script from /opt/standin
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import openai_shapes as oa  # type: ignore[no-redef]
+    from common import (
+        Settings,
+        count_tokens,
+        dumps,
+        echo_params,
+        fake_embedding,
+        parse_duration,
+        reply_text,
+        rfc3339_local,
+        rfc3339_utc,
+        split_pieces,
+    )  # type: ignore[no-redef]
+    from httpbase import App, Handler, serve_until_signal  # type: ignore[no-redef]
+    from ollama_store import Model, ModelStore  # type: ignore[no-redef]
+    from ollama_v1 import OpenAILayer  # type: ignore[no-redef]
+
+VERSION = "0.12.6"
+DEFAULT_PORT = 11434
+NDJSON = "application/x-ndjson"
+ENV_PREFIXES = ("OLLAMA_", "JETSON_", "NVIDIA_", "CUDA_")
+NOT_FOUND = 'model "{}" not found, try pulling it first'
+PULL_MISSING = "pull model manifest: file does not exist"
+
+
+def report_env(environ: dict[str, str] | os._Environ[str]) -> dict[str, str]:
+    """The environment a test wants proven to have reached the container."""
+    return {k: v for k, v in sorted(environ.items()) if k.startswith(ENV_PREFIXES)}
+
+
+class OllamaApp(OpenAILayer, App):
+    kind = "ollama"
+
+    def __init__(
+        self,
+        name: str = "ollama",
+        models: list[str] | None = None,
+        settings: Settings | None = None,
+        models_dir: Path | None = None,
+        unknown: list[str] | None = None,
+        keep_alive: float = 300.0,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(name, settings or Settings(embedding_dim=768), env)
+        self.store = ModelStore(
+            models_dir, list(models or []), list(unknown if unknown is not None else ["doesnotexist"])
+        )
+        self.keep_alive = keep_alive
+
+    def info(self) -> dict[str, Any]:
+        return {**super().info(), "models": [m.name for m in self.store.list()]}
+
+    # -- errors ----------------------------------------------------------------------------
+
+    def send_error(self, h: Handler, status: int, message: str, path: str) -> None:
+        if path.startswith("/v1/"):
+            # Ollama's OpenAI middleware re-wraps handler errors as api_error, keeping the status.
+            kind = "invalid_request_error" if status == 400 else "api_error"
+            h.send_json(status, {"error": {"message": message, "type": kind, "param": None, "code": None}})
+        else:
+            h.send_json(status, {"error": message})
+
+    # -- routing ---------------------------------------------------------------------------
+
+    def route(self, h: Handler, method: str, path: str, body: Any) -> None:
+        if method in ("GET", "HEAD") and path == "/":
+            h.send_text(200, "Ollama is running")
+            return
+        if path.startswith("/v1/models/") and method == "GET":
+            self._v1_model(h, path[len("/v1/models/") :])
+            return
+        handler = ROUTES.get((method, path)) or (ROUTES.get(("GET", path)) if method == "HEAD" else None)
+        if handler is None:
+            h.send_text(404, "404 page not found")
+            return
+        if (method == "POST" or method == "DELETE") and (h.body_error or not isinstance(body, dict)):
+            message = "missing request body" if body is None else (h.body_error or "invalid request body")
+            if path.startswith("/v1/"):
+                self.send_error(h, 400, message, path)
+            else:
+                h.send_json(400, {"error": message})
+            return
+        handler(self, h, body or {}, path)
+
+    def _model_or_404(self, h: Handler, name: Any, path: str) -> Model | None:
+        if not name:
+            self.send_error(h, 400, "model is required", path)
+            return None
+        model = self.store.get(str(name))
+        if model is None:
+            self.send_error(h, 404, NOT_FOUND.format(name), path)
+        return model
+
+    def _keep_alive(self, body: dict[str, Any]) -> float:
+        return parse_duration(body.get("keep_alive"), self.keep_alive)
+
+    # -- native API ------------------------------------------------------------------------
+
+    def version(self, h: Handler, body: dict[str, Any], path: str) -> None:
+        out: dict[str, Any] = {"version": VERSION}
+        if self.env:
+            out["standin"] = {"name": self.name, "env": self.env}
+        h.send_json(200, out)
+
+    def _tag(self, m: Model) -> dict[str, Any]:
+        return {
+            "name": m.name,
+            "model": m.name,
+            "modified_at": rfc3339_local(m.modified),
+            "size": m.size,
+            "digest": m.digest,
+            "details": m.details(),
+        }
+
+    def tags(self, h: Handler, body: dict[str, Any], path: str) -> None:
+        h.send_json(200, {"models": [self._tag(m) for m in self.store.list()]})
+
+    def ps(self, h: Handler, body: dict[str, Any], path: str) -> None:
+        models = []
+        for m, expires in self.store.loaded():
+            expiry = rfc3339_local(min(expires, 10_000_000_000.0))
+            models.append({**self._tag(m), "expires_at": expiry, "size_vram": m.size, "context_length": 4096})
+            models[-1].pop("modified_at")
+        h.send_json(200, {"models": models})
+
+    def pull(self, h: Handler, body: dict[str, Any], path: str) -> None:
+        name = str(body.get("model") or body.get("name") or "")
+        if not name:
+            h.send_json(400, {"error": "model is required"})
+            return
+        stream = body.get("stream", True) is not False
+        if not stream:
+            if self.store.is_unknown(name):
+                h.send_json(500, {"error": PULL_MISSING})
+                return
+            h.pause(self.settings.pull_delay)
+            self.store.add(name)
+            h.send_json(200, {"status": "success"})
+            return
+        h.begin_stream(NDJSON)
+        if self.store.is_unknown(name):
+            h.send_event(dumps({"status": "pulling manifest"}) + b"\n")
+            h.pause(self.settings.pull_delay)
+            h.end_stream(dumps({"error": PULL_MISSING}) + b"\n")
+            return
+        for i, event in enumerate(self.store.pull_progress(name)):
+            if i:
+                h.pause(self.settings.pull_delay)
+            h.send_event(dumps(event) + b"\n")
+        self.store.add(name)
+        h.end_stream(dumps({"status": "success"}) + b"\n")
+
+    def show(self, h: Handler, body: dict[str, Any], path: str) -> None:
+        name = str(body.get("model") or body.get("name") or "")
+        model = self.store.get(name)
+        if model is None:
+            h.send_json(404, {"error": f"model '{name}' not found"})
+            return
+        details = model.details()
+        family = details["family"]
+        h.send_json(
+            200,
+            {
+                "license": "",
+                "modelfile": (
+                    f'# Modelfile generated by "ollama show"\nFROM {model.name}\nTEMPLATE {{{{ .Prompt }}}}\n'
+                ),
+                "parameters": 'stop "<|im_end|>"',
+                "template": "{{ .Prompt }}",
+                "details": details,
+                "model_info": {
+                    "general.architecture": family,
+                    "general.parameter_count": int(model.parameters),
+                    f"{family}.context_length": 32768,
+                    f"{family}.embedding_length": self.settings.embedding_dim,
+                },
+                "capabilities": model.capabilities(),
+                "modified_at": rfc3339_local(model.modified),
+            },
+        )
+
+    def delete(self, h: Handler, body: dict[str, Any], path: str) -> None:
+        name = str(body.get("model") or body.get("name") or "")
+        if not self.store.delete(name):
+            h.send_json(404, {"error": f"model '{name}' not found"})
+            return
+        h.send_bytes(200, b"", None)
+
+    def _final_stats(self, prompt_tokens: int, eval_tokens: int) -> dict[str, Any]:
+        return {
+            "total_duration": 123_456_789,
+            "load_duration": 1_234_567,
+            "prompt_eval_count": prompt_tokens,
+            "prompt_eval_duration": 2_345_678,
+            "eval_count": eval_tokens,
+            "eval_duration": 98_765_432,
+        }
+
+    def _native_reply(
+        self, h: Handler, body: dict[str, Any], text: str, prompt_tokens: int, chat: bool
+    ) -> None:
+        """Answer /api/chat (`message`) or /api/generate (`response`), NDJSON unless stream is false."""
+        model = str(body["model"])
+
+        def line(piece: str, done: bool) -> dict[str, Any]:
+            out: dict[str, Any] = {"model": model, "created_at": rfc3339_utc()}
+            if chat:
+                out["message"] = {"role": "assistant", "content": piece}
+            else:
+                out["response"] = piece
+            out["done"] = done
+            return out
+
+        options = body.get("options") if isinstance(body.get("options"), dict) else {}
+        top = {k: body[k] for k in ("format", "think") if k in body}
+        headers = {"X-Standin-Params": dumps(echo_params({**top, **options}, frozenset())).decode()}
+        final = {
+            **line("", True),
+            "done_reason": "stop",
+            **self._final_stats(prompt_tokens, count_tokens(text)),
+        }
+        if body.get("stream", True) is False:
+            final["message" if chat else "response"] = (
+                {"role": "assistant", "content": text} if chat else text
+            )
+            h.send_json(200, final, headers)
+            return
+        h.begin_stream(NDJSON, headers)
+        for i, piece in enumerate(split_pieces(text, self.settings.chunks)):
+            if i:
+                h.pause(self.settings.chunk_delay)
+            h.send_event(dumps(line(piece, False)) + b"\n")
+        h.end_stream(dumps(final) + b"\n")
+
+    def chat(self, h: Handler, body: dict[str, Any], path: str) -> None:
+        model = self._model_or_404(h, body.get("model"), path)
+        if model is None:
+            return
+        messages = body.get("messages") or []
+        self.store.touch(model.name, self._keep_alive(body))
+        if not messages:
+            h.send_json(
+                200,
+                {
+                    "model": body["model"],
+                    "created_at": rfc3339_utc(),
+                    "message": {"role": "assistant", "content": ""},
+                    "done_reason": "load",
+                    "done": True,
+                },
+            )
+            return
+        images = sum(len(m.get("images") or []) for m in messages if isinstance(m, dict))
+        user = next(
+            (
+                m.get("content", "")
+                for m in reversed(messages)
+                if isinstance(m, dict) and m.get("role") == "user"
+            ),
+            "",
+        )
+        text = reply_text(self.name, str(body["model"]), str(user), images)
+        words = sum(count_tokens(str(m.get("content", ""))) for m in messages if isinstance(m, dict))
+        self._native_reply(h, body, text, words + images, chat=True)
+
+    def generate(self, h: Handler, body: dict[str, Any], path: str) -> None:
+        model = self._model_or_404(h, body.get("model"), path)
+        if model is None:
+            return
+        self.store.touch(model.name, self._keep_alive(body))
+        prompt = str(body.get("prompt") or "")
+        if not prompt:
+            h.send_json(
+                200,
+                {
+                    "model": body["model"],
+                    "created_at": rfc3339_utc(),
+                    "response": "",
+                    "done": True,
+                    "done_reason": "load",
+                },
+            )
+            return
+        images = len(body.get("images") or [])
+        self._native_reply(
+            h,
+            body,
+            reply_text(self.name, str(body["model"]), prompt, images),
+            count_tokens(prompt) + images,
+            chat=False,
+        )
+
+    def _vectors(self, texts: list[str], dimensions: Any) -> list[list[float]]:
+        dim = (
+            int(dimensions) if isinstance(dimensions, int) and dimensions > 0 else self.settings.embedding_dim
+        )
+        return [fake_embedding(t, dim) for t in texts]
+
+    def embed(self, h: Handler, body: dict[str, Any], path: str) -> None:
+        model = self._model_or_404(h, body.get("model"), path)
+        if model is None:
+            return
+        texts: list[str] = []
+        if body.get("input") not in (None, "", []):
+            try:
+                texts = oa.embedding_inputs(body.get("input"))
+            except oa.RequestError:
+                h.send_json(400, {"error": "invalid input type"})
+                return
+        self.store.touch(model.name, self._keep_alive(body))
+        tokens = sum(count_tokens(t) for t in texts)
+        h.send_json(
+            200,
+            {
+                "model": body["model"],
+                "embeddings": self._vectors(texts, body.get("dimensions")),
+                **{
+                    k: v
+                    for k, v in self._final_stats(tokens, 0).items()
+                    if k in ("total_duration", "load_duration", "prompt_eval_count")
+                },
+            },
+        )
+
+    def embeddings_legacy(self, h: Handler, body: dict[str, Any], path: str) -> None:
+        model = self._model_or_404(h, body.get("model"), path)
+        if model is not None:
+            h.send_json(200, {"embedding": self._vectors([str(body.get("prompt") or "")], None)[0]})
+
+
+ROUTES = {
+    ("GET", "/api/version"): OllamaApp.version,
+    ("GET", "/api/tags"): OllamaApp.tags,
+    ("GET", "/api/ps"): OllamaApp.ps,
+    ("POST", "/api/pull"): OllamaApp.pull,
+    ("POST", "/api/show"): OllamaApp.show,
+    ("DELETE", "/api/delete"): OllamaApp.delete,
+    ("POST", "/api/chat"): OllamaApp.chat,
+    ("POST", "/api/generate"): OllamaApp.generate,
+    ("POST", "/api/embed"): OllamaApp.embed,
+    ("POST", "/api/embeddings"): OllamaApp.embeddings_legacy,
+    ("GET", "/v1/models"): OllamaApp.v1_models,
+    ("POST", "/v1/chat/completions"): OllamaApp.v1_chat,
+    ("POST", "/v1/completions"): OllamaApp.v1_completions,
+    ("POST", "/v1/embeddings"): OllamaApp.v1_embeddings,
+}
+
+
+# ------------------------------------------------------------------------------- CLI
+
+
+def parse_ollama_host(value: str | None) -> tuple[str, int]:
+    """OLLAMA_HOST as Ollama reads it: `host`, `host:port`, `:port`, `http://host:port`, `[::]:port`."""
+    text = (value or "").strip()
+    text = text.split("://", 1)[-1].rstrip("/")
+    if not text:
+        return "127.0.0.1", DEFAULT_PORT
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        return host, int(rest.lstrip(":") or DEFAULT_PORT)
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        return text, DEFAULT_PORT
+    return host or "127.0.0.1", int(port)
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ollama", description="Ollama stand-in server")
+    p.add_argument(
+        "command", nargs="?", default="serve", choices=["serve"], help="`serve`, as the real image runs"
+    )
+    p.add_argument("--host", help="bind address (default: from OLLAMA_HOST, else 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default: from OLLAMA_HOST, else 11434)")
+    p.add_argument(
+        "--name", default=os.environ.get("STANDIN_NAME", "ollama"), help="server name shown in replies"
+    )
+    p.add_argument(
+        "--models",
+        default=os.environ.get("STANDIN_MODELS", ""),
+        help="comma-separated models present at start (not written to disk)",
+    )
+    p.add_argument(
+        "--models-dir", default=os.environ.get("OLLAMA_MODELS") or str(Path.home() / ".ollama" / "models")
+    )
+    p.add_argument(
+        "--unknown",
+        default=os.environ.get("STANDIN_UNKNOWN", "doesnotexist"),
+        help="comma-separated substrings of names that fail to pull",
+    )
+    p.add_argument("--chunks", type=int, default=5, help="content chunks per streamed reply")
+    p.add_argument("--chunk-delay", type=float, default=float(os.environ.get("STANDIN_CHUNK_DELAY", "0.05")))
+    p.add_argument("--pull-delay", type=float, default=float(os.environ.get("STANDIN_PULL_DELAY", "0.02")))
+    p.add_argument("--embedding-dim", type=int, default=768)
+    p.add_argument("--quiet", action="store_true", help="no access log on stderr")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "ollama":  # `ollama serve` given as the container command
+        argv = argv[1:]
+    if argv and (argv[0] in ("-v", "--version") or (argv[0] != "serve" and not argv[0].startswith("-"))):
+        try:
+            from . import ollama_cli
+        except ImportError:
+            import ollama_cli  # type: ignore[no-redef]
+        return ollama_cli.main(argv)
+    args = build_parser().parse_args(argv)
+    env_host, env_port = parse_ollama_host(os.environ.get("OLLAMA_HOST"))
+    settings = Settings(
+        chunks=args.chunks,
+        chunk_delay=args.chunk_delay,
+        pull_delay=args.pull_delay,
+        embedding_dim=args.embedding_dim,
+    )
+    app = OllamaApp(
+        name=args.name,
+        models=_csv(args.models),
+        settings=settings,
+        models_dir=Path(args.models_dir),
+        unknown=_csv(args.unknown),
+        keep_alive=parse_duration(os.environ.get("OLLAMA_KEEP_ALIVE"), 300.0),
+        env=report_env(os.environ),
+    )
+    serve_until_signal(app, args.host or env_host, args.port or env_port, verbose=not args.quiet)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
