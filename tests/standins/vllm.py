@@ -293,9 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     positionals, known, ignored = split_args(list(sys.argv[1:] if argv is None else argv))
-    if positionals[:1] == ["vllm"]:
-        positionals = positionals[1:]
-    if positionals[:1] == ["serve"]:
+    while positionals[:1] in (["vllm"], ["serve"]):  # `vllm serve` in the command, the entrypoint or both
         positionals = positionals[1:]
     args = build_parser().parse_args(known)
     model = args.model or (positionals[0] if positionals else "facebook/opt-125m")
