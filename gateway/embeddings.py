@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import httpx
 
 from gateway.config import EmbeddingSettings, normalize_base_url
+from gateway.embeddings_local import EmbeddingUnavailable
 from gateway.errors import EmbeddingsDisabled, InvalidRequest, UpstreamError, UpstreamUnavailable
 from gateway.routing import Route
 from gateway.upstream import Upstreams
@@ -102,7 +103,10 @@ class EmbeddingService:
             return self._via_remote(texts, encoding, requested)
         if self._local is None:
             raise UpstreamUnavailable("The local embedding engine is not available on this box.")
-        result = self._local.embed(texts)
+        try:
+            result = self._local.embed(texts)
+        except EmbeddingUnavailable as exc:
+            raise UpstreamUnavailable(f"The local embedding engine is unavailable: {exc}") from exc
         return response_body(result.vectors, requested, result.prompt_tokens, encoding)
 
     def _via_engine(

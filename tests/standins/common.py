@@ -13,6 +13,7 @@ import re
 import struct
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -58,6 +59,18 @@ def parse_duration(value: Any, default: float = 300.0) -> float:
         return default
     scale = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
     return sum(float(n) * scale[u] for n, u in parts)
+
+
+SECRET_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD")
+
+
+def report_env(environ: Mapping[str, str], prefixes: tuple[str, ...]) -> dict[str, str]:
+    """The environment a test wants proven to have reached the container; never credentials."""
+    return {
+        k: v
+        for k, v in sorted(environ.items())
+        if k.startswith(prefixes) and not any(m in k.upper() for m in SECRET_MARKERS)
+    }
 
 
 # ------------------------------------------------------------ fake generation

@@ -14,55 +14,27 @@ from pathlib import Path
 from typing import Any
 
 try:
-    from . import openai_shapes as oa
-    from .common import (
-        Settings,
-        count_tokens,
-        dumps,
-        echo_params,
-        fake_embedding,
-        parse_duration,
-        reply_text,
-        rfc3339_local,
-        rfc3339_utc,
-        split_pieces,
-    )
+    from .common import Settings, dumps, parse_duration, report_env, rfc3339_local
     from .httpbase import App, Handler, serve_until_signal
+    from .ollama_native import NDJSON, NativeGeneration
     from .ollama_store import Model, ModelStore
     from .ollama_v1 import OpenAILayer
 except ImportError:  # run as a plain script from /opt/standin
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import openai_shapes as oa  # type: ignore[no-redef]
-    from common import (
-        Settings,
-        count_tokens,
-        dumps,
-        echo_params,
-        fake_embedding,
-        parse_duration,
-        reply_text,
-        rfc3339_local,
-        rfc3339_utc,
-        split_pieces,
-    )  # type: ignore[no-redef]
+    from common import Settings, dumps, parse_duration, report_env, rfc3339_local  # type: ignore[no-redef]
     from httpbase import App, Handler, serve_until_signal  # type: ignore[no-redef]
+    from ollama_native import NDJSON, NativeGeneration  # type: ignore[no-redef]
     from ollama_store import Model, ModelStore  # type: ignore[no-redef]
     from ollama_v1 import OpenAILayer  # type: ignore[no-redef]
 
 VERSION = "0.12.6"
 DEFAULT_PORT = 11434
-NDJSON = "application/x-ndjson"
 ENV_PREFIXES = ("OLLAMA_", "JETSON_", "NVIDIA_", "CUDA_")
 NOT_FOUND = 'model "{}" not found, try pulling it first'
 PULL_MISSING = "pull model manifest: file does not exist"
 
 
-def report_env(environ: dict[str, str] | os._Environ[str]) -> dict[str, str]:
-    """The environment a test wants proven to have reached the container."""
-    return {k: v for k, v in sorted(environ.items()) if k.startswith(ENV_PREFIXES)}
-
-
-class OllamaApp(OpenAILayer, App):
+class OllamaApp(NativeGeneration, OpenAILayer, App):
     kind = "ollama"
 
     def __init__(
@@ -220,147 +192,6 @@ class OllamaApp(OpenAILayer, App):
             return
         h.send_bytes(200, b"", None)
 
-    def _final_stats(self, prompt_tokens: int, eval_tokens: int) -> dict[str, Any]:
-        return {
-            "total_duration": 123_456_789,
-            "load_duration": 1_234_567,
-            "prompt_eval_count": prompt_tokens,
-            "prompt_eval_duration": 2_345_678,
-            "eval_count": eval_tokens,
-            "eval_duration": 98_765_432,
-        }
-
-    def _native_reply(
-        self, h: Handler, body: dict[str, Any], text: str, prompt_tokens: int, chat: bool
-    ) -> None:
-        """Answer /api/chat (`message`) or /api/generate (`response`), NDJSON unless stream is false."""
-        model = str(body["model"])
-
-        def line(piece: str, done: bool) -> dict[str, Any]:
-            out: dict[str, Any] = {"model": model, "created_at": rfc3339_utc()}
-            if chat:
-                out["message"] = {"role": "assistant", "content": piece}
-            else:
-                out["response"] = piece
-            out["done"] = done
-            return out
-
-        options = body.get("options") if isinstance(body.get("options"), dict) else {}
-        top = {k: body[k] for k in ("format", "think") if k in body}
-        headers = {"X-Standin-Params": dumps(echo_params({**top, **options}, frozenset())).decode()}
-        final = {
-            **line("", True),
-            "done_reason": "stop",
-            **self._final_stats(prompt_tokens, count_tokens(text)),
-        }
-        if body.get("stream", True) is False:
-            final["message" if chat else "response"] = (
-                {"role": "assistant", "content": text} if chat else text
-            )
-            h.send_json(200, final, headers)
-            return
-        h.begin_stream(NDJSON, headers)
-        for i, piece in enumerate(split_pieces(text, self.settings.chunks)):
-            if i:
-                h.pause(self.settings.chunk_delay)
-            h.send_event(dumps(line(piece, False)) + b"\n")
-        h.end_stream(dumps(final) + b"\n")
-
-    def chat(self, h: Handler, body: dict[str, Any], path: str) -> None:
-        model = self._model_or_404(h, body.get("model"), path)
-        if model is None:
-            return
-        messages = body.get("messages") or []
-        self.store.touch(model.name, self._keep_alive(body))
-        if not messages:
-            h.send_json(
-                200,
-                {
-                    "model": body["model"],
-                    "created_at": rfc3339_utc(),
-                    "message": {"role": "assistant", "content": ""},
-                    "done_reason": "load",
-                    "done": True,
-                },
-            )
-            return
-        images = sum(len(m.get("images") or []) for m in messages if isinstance(m, dict))
-        user = next(
-            (
-                m.get("content", "")
-                for m in reversed(messages)
-                if isinstance(m, dict) and m.get("role") == "user"
-            ),
-            "",
-        )
-        text = reply_text(self.name, str(body["model"]), str(user), images)
-        words = sum(count_tokens(str(m.get("content", ""))) for m in messages if isinstance(m, dict))
-        self._native_reply(h, body, text, words + images, chat=True)
-
-    def generate(self, h: Handler, body: dict[str, Any], path: str) -> None:
-        model = self._model_or_404(h, body.get("model"), path)
-        if model is None:
-            return
-        self.store.touch(model.name, self._keep_alive(body))
-        prompt = str(body.get("prompt") or "")
-        if not prompt:
-            h.send_json(
-                200,
-                {
-                    "model": body["model"],
-                    "created_at": rfc3339_utc(),
-                    "response": "",
-                    "done": True,
-                    "done_reason": "load",
-                },
-            )
-            return
-        images = len(body.get("images") or [])
-        self._native_reply(
-            h,
-            body,
-            reply_text(self.name, str(body["model"]), prompt, images),
-            count_tokens(prompt) + images,
-            chat=False,
-        )
-
-    def _vectors(self, texts: list[str], dimensions: Any) -> list[list[float]]:
-        dim = (
-            int(dimensions) if isinstance(dimensions, int) and dimensions > 0 else self.settings.embedding_dim
-        )
-        return [fake_embedding(t, dim) for t in texts]
-
-    def embed(self, h: Handler, body: dict[str, Any], path: str) -> None:
-        model = self._model_or_404(h, body.get("model"), path)
-        if model is None:
-            return
-        texts: list[str] = []
-        if body.get("input") not in (None, "", []):
-            try:
-                texts = oa.embedding_inputs(body.get("input"))
-            except oa.RequestError:
-                h.send_json(400, {"error": "invalid input type"})
-                return
-        self.store.touch(model.name, self._keep_alive(body))
-        tokens = sum(count_tokens(t) for t in texts)
-        h.send_json(
-            200,
-            {
-                "model": body["model"],
-                "embeddings": self._vectors(texts, body.get("dimensions")),
-                **{
-                    k: v
-                    for k, v in self._final_stats(tokens, 0).items()
-                    if k in ("total_duration", "load_duration", "prompt_eval_count")
-                },
-            },
-        )
-
-    def embeddings_legacy(self, h: Handler, body: dict[str, Any], path: str) -> None:
-        model = self._model_or_404(h, body.get("model"), path)
-        if model is not None:
-            h.send_json(200, {"embedding": self._vectors([str(body.get("prompt") or "")], None)[0]})
-
 
 ROUTES = {
     ("GET", "/api/version"): OllamaApp.version,
@@ -458,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         models_dir=Path(args.models_dir),
         unknown=_csv(args.unknown),
         keep_alive=parse_duration(os.environ.get("OLLAMA_KEEP_ALIVE"), 300.0),
-        env=report_env(os.environ),
+        env=report_env(os.environ, ENV_PREFIXES),
     )
     serve_until_signal(app, args.host or env_host, args.port or env_port, verbose=not args.quiet)
     return 0

@@ -15,7 +15,7 @@ from typing import Any
 
 try:
     from . import openai_shapes as oa
-    from .common import Settings, count_tokens, fake_embedding, reply_text
+    from .common import Settings, count_tokens, fake_embedding, reply_text, report_env
     from .httpbase import App, Handler, serve_until_signal
 except ImportError:  # run as a plain script from /opt/standin
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -306,9 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         settings=Settings(chunks=args.chunks, chunk_delay=args.chunk_delay, embedding_dim=args.embedding_dim),
         max_model_len=args.max_model_len,
         api_key=args.api_key,
-        env={
-            k: v for k, v in sorted(os.environ.items()) if k.startswith(ENV_PREFIXES) and k != "VLLM_API_KEY"
-        },
+        env=report_env(os.environ, ENV_PREFIXES),
     )
     serve_until_signal(app, args.host, args.port, verbose=not args.quiet)
     return 0
