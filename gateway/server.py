@@ -3,9 +3,11 @@ stop accepting, let in-flight requests finish, then exit."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -85,7 +87,9 @@ def serve(gateway: Gateway, *, host: str, port: int, threads: int) -> None:
         draining.set()
         log.info("SIGTERM: no new connections; draining %d in-flight request(s)", tracker.count)
         server.del_channel()
-        server.socket.close()
+        # shutdown, not close: the poll loop may still hold this fd in its current select() call.
+        with contextlib.suppress(OSError):
+            server.socket.shutdown(socket.SHUT_RDWR)
         threading.Thread(target=_drain, args=(server, tracker, service.drain_seconds), daemon=True).start()
 
     signal.signal(signal.SIGTERM, on_term)

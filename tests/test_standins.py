@@ -24,12 +24,13 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionContentPartParam, ChatCompletionMessageParam
 
 from tests.standins.fixtures import StandinServer
 
 STANDINS = Path(__file__).parent / "standins"
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 32).decode()
-USER = [{"role": "user", "content": "hello there"}]
+USER: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello there"}]
 
 
 @pytest.fixture
@@ -242,9 +243,10 @@ def test_ollama_unknown_model_404_shapes(ollama: StandinServer) -> None:
 
 
 def test_ollama_accepts_only_base64_images(ollama: StandinServer, vllm: StandinServer) -> None:
-    def vision(url: str) -> list[dict[str, object]]:
-        part = {"type": "image_url", "image_url": {"url": url}}
-        return [{"role": "user", "content": [{"type": "text", "text": "what is it"}, part, part]}]
+    def vision(url: str) -> list[ChatCompletionMessageParam]:
+        text: ChatCompletionContentPartParam = {"type": "text", "text": "what is it"}
+        part: ChatCompletionContentPartParam = {"type": "image_url", "image_url": {"url": url}}
+        return [{"role": "user", "content": [text, part, part]}]
 
     remote = httpx.post(
         ollama.url + "/v1/chat/completions",
@@ -487,7 +489,7 @@ def _wait_up(url: str, proc: subprocess.Popen[bytes]) -> None:
 @pytest.fixture
 def opt_standin(tmp_path: Path) -> Path:
     """The stand-in files copied flat, as the Dockerfiles lay them out in /opt/standin."""
-    target = tmp_path / "opt-standin"
+    target = tmp_path / "standin"
     target.mkdir()
     for source in STANDINS.glob("*.py"):
         shutil.copy(source, target / source.name)

@@ -16,10 +16,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-try:
-    from .common import Fault, FaultState, RequestLog, Settings, dumps
-except ImportError:  # run as a plain script from /opt/standin
-    from common import Fault, FaultState, RequestLog, Settings, dumps  # type: ignore[no-redef]
+from .common import Fault, FaultState, RequestLog, Settings, dumps
 
 CONTROL_PREFIX = "/_standin/"
 

@@ -8,63 +8,34 @@ python3 /opt/standin/ollama.py pull qwen3:4b   # the `ollama` client subcommands
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
-try:
-    from .common import Settings, dumps, parse_duration, report_env, rfc3339_local
-    from .httpbase import App, Handler, serve_until_signal
-    from .ollama_native import NDJSON, NativeGeneration
-    from .ollama_store import Model, ModelStore
-    from .ollama_v1 import OpenAILayer
-except ImportError:  # run as a plain script from /opt/standin
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from common import Settings, dumps, parse_duration, report_env, rfc3339_local  # type: ignore[no-redef]
-    from httpbase import App, Handler, serve_until_signal  # type: ignore[no-redef]
-    from ollama_native import NDJSON, NativeGeneration  # type: ignore[no-redef]
-    from ollama_store import Model, ModelStore  # type: ignore[no-redef]
-    from ollama_v1 import OpenAILayer  # type: ignore[no-redef]
+if not __package__:
+    # Run as a plain script (python3 /opt/standin/ollama.py): import its folder as a package so the
+    # relative imports below work without the repository around it.
+    _here = Path(__file__).resolve().parent
+    sys.path.insert(0, str(_here.parent))
+    __package__ = _here.name
+    importlib.import_module(__package__)
+
+from .common import Settings, dumps, parse_duration, report_env, rfc3339_local
+from .httpbase import Handler, serve_until_signal
+from .ollama_native import NDJSON, NativeGeneration
+from .ollama_store import Model
+from .ollama_v1 import OpenAILayer
 
 VERSION = "0.12.6"
 DEFAULT_PORT = 11434
 ENV_PREFIXES = ("OLLAMA_", "JETSON_", "NVIDIA_", "CUDA_")
-NOT_FOUND = 'model "{}" not found, try pulling it first'
 PULL_MISSING = "pull model manifest: file does not exist"
 
 
-class OllamaApp(NativeGeneration, OpenAILayer, App):
-    kind = "ollama"
-
-    def __init__(
-        self,
-        name: str = "ollama",
-        models: list[str] | None = None,
-        settings: Settings | None = None,
-        models_dir: Path | None = None,
-        unknown: list[str] | None = None,
-        keep_alive: float = 300.0,
-        env: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(name, settings or Settings(embedding_dim=768), env)
-        self.store = ModelStore(
-            models_dir, list(models or []), list(unknown if unknown is not None else ["doesnotexist"])
-        )
-        self.keep_alive = keep_alive
-
-    def info(self) -> dict[str, Any]:
-        return {**super().info(), "models": [m.name for m in self.store.list()]}
-
-    # -- errors ----------------------------------------------------------------------------
-
-    def send_error(self, h: Handler, status: int, message: str, path: str) -> None:
-        if path.startswith("/v1/"):
-            # Ollama's OpenAI middleware re-wraps handler errors as api_error, keeping the status.
-            kind = "invalid_request_error" if status == 400 else "api_error"
-            h.send_json(status, {"error": {"message": message, "type": kind, "param": None, "code": None}})
-        else:
-            h.send_json(status, {"error": message})
+class OllamaApp(NativeGeneration, OpenAILayer):
+    """The whole Ollama stand-in: routing, model management, native generation, OpenAI layer."""
 
     # -- routing ---------------------------------------------------------------------------
 
@@ -88,18 +59,6 @@ class OllamaApp(NativeGeneration, OpenAILayer, App):
             return
         handler(self, h, body or {}, path)
 
-    def _model_or_404(self, h: Handler, name: Any, path: str) -> Model | None:
-        if not name:
-            self.send_error(h, 400, "model is required", path)
-            return None
-        model = self.store.get(str(name))
-        if model is None:
-            self.send_error(h, 404, NOT_FOUND.format(name), path)
-        return model
-
-    def _keep_alive(self, body: dict[str, Any]) -> float:
-        return parse_duration(body.get("keep_alive"), self.keep_alive)
-
     # -- native API ------------------------------------------------------------------------
 
     def version(self, h: Handler, body: dict[str, Any], path: str) -> None:
@@ -119,7 +78,7 @@ class OllamaApp(NativeGeneration, OpenAILayer, App):
         }
 
     def tags(self, h: Handler, body: dict[str, Any], path: str) -> None:
-        h.send_json(200, {"models": [self._tag(m) for m in self.store.list()]})
+        h.send_json(200, {"models": [self._tag(m) for m in self.store.models()]})
 
     def ps(self, h: Handler, body: dict[str, Any], path: str) -> None:
         models = []
@@ -269,10 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "ollama":  # `ollama serve` given as the container command
         argv = argv[1:]
     if argv and (argv[0] in ("-v", "--version") or (argv[0] != "serve" and not argv[0].startswith("-"))):
-        try:
-            from . import ollama_cli
-        except ImportError:
-            import ollama_cli  # type: ignore[no-redef]
+        from . import ollama_cli
+
         return ollama_cli.main(argv)
     args = build_parser().parse_args(argv)
     env_host, env_port = parse_ollama_host(os.environ.get("OLLAMA_HOST"))

@@ -8,37 +8,24 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-try:
-    from . import openai_shapes as oa
-    from .common import (
-        count_tokens,
-        dumps,
-        echo_params,
-        fake_embedding,
-        reply_text,
-        rfc3339_utc,
-        split_pieces,
-    )
-except ImportError:  # run as a plain script from /opt/standin
-    import openai_shapes as oa  # type: ignore[no-redef]
-    from common import (  # type: ignore[no-redef]
-        count_tokens,
-        dumps,
-        echo_params,
-        fake_embedding,
-        reply_text,
-        rfc3339_utc,
-        split_pieces,
-    )
+from . import openai_shapes as oa
+from .common import (
+    count_tokens,
+    dumps,
+    echo_params,
+    reply_text,
+    rfc3339_utc,
+    split_pieces,
+)
+from .ollama_base import OllamaBase
 
 if TYPE_CHECKING:
     from .httpbase import Handler
-    from .ollama import OllamaApp
 
 NDJSON = "application/x-ndjson"
 
 
-class NativeGeneration:
+class NativeGeneration(OllamaBase):
     def _final_stats(self, prompt_tokens: int, eval_tokens: int) -> dict[str, Any]:
         return {
             "total_duration": 123_456_789,
@@ -50,7 +37,7 @@ class NativeGeneration:
         }
 
     def _native_reply(
-        self: OllamaApp, h: Handler, body: dict[str, Any], text: str, prompt_tokens: int, chat: bool
+        self, h: Handler, body: dict[str, Any], text: str, prompt_tokens: int, chat: bool
     ) -> None:
         """Answer /api/chat (`message`) or /api/generate (`response`), NDJSON unless stream is false."""
         model = str(body["model"])
@@ -64,8 +51,9 @@ class NativeGeneration:
             out["done"] = done
             return out
 
-        options = body.get("options") if isinstance(body.get("options"), dict) else {}
-        top = {k: body[k] for k in ("format", "think") if k in body}
+        raw_options = body.get("options")
+        options: dict[str, Any] = raw_options if isinstance(raw_options, dict) else {}
+        top: dict[str, Any] = {k: body[k] for k in ("format", "think") if k in body}
         headers = {"X-Standin-Params": dumps(echo_params({**top, **options}, frozenset())).decode()}
         final = {
             **line("", True),
@@ -85,7 +73,7 @@ class NativeGeneration:
             h.send_event(dumps(line(piece, False)) + b"\n")
         h.end_stream(dumps(final) + b"\n")
 
-    def chat(self: OllamaApp, h: Handler, body: dict[str, Any], path: str) -> None:
+    def chat(self, h: Handler, body: dict[str, Any], path: str) -> None:
         model = self._model_or_404(h, body.get("model"), path)
         if model is None:
             return
@@ -116,7 +104,7 @@ class NativeGeneration:
         words = sum(count_tokens(str(m.get("content", ""))) for m in messages if isinstance(m, dict))
         self._native_reply(h, body, text, words + images, chat=True)
 
-    def generate(self: OllamaApp, h: Handler, body: dict[str, Any], path: str) -> None:
+    def generate(self, h: Handler, body: dict[str, Any], path: str) -> None:
         model = self._model_or_404(h, body.get("model"), path)
         if model is None:
             return
@@ -143,13 +131,7 @@ class NativeGeneration:
             chat=False,
         )
 
-    def _vectors(self: OllamaApp, texts: list[str], dimensions: Any) -> list[list[float]]:
-        dim = (
-            int(dimensions) if isinstance(dimensions, int) and dimensions > 0 else self.settings.embedding_dim
-        )
-        return [fake_embedding(t, dim) for t in texts]
-
-    def embed(self: OllamaApp, h: Handler, body: dict[str, Any], path: str) -> None:
+    def embed(self, h: Handler, body: dict[str, Any], path: str) -> None:
         model = self._model_or_404(h, body.get("model"), path)
         if model is None:
             return
@@ -175,7 +157,7 @@ class NativeGeneration:
             },
         )
 
-    def embeddings_legacy(self: OllamaApp, h: Handler, body: dict[str, Any], path: str) -> None:
+    def embeddings_legacy(self, h: Handler, body: dict[str, Any], path: str) -> None:
         model = self._model_or_404(h, body.get("model"), path)
         if model is not None:
             h.send_json(200, {"embedding": self._vectors([str(body.get("prompt") or "")], None)[0]})

@@ -186,7 +186,7 @@ class ModelStore:
         with self._lock:
             return self._models.get(normalize(name)) if name else None
 
-    def list(self) -> list[Model]:
+    def models(self) -> list[Model]:
         with self._lock:
             return sorted(self._models.values(), key=lambda m: m.modified, reverse=True)
 

@@ -9,30 +9,25 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-try:
-    from . import openai_shapes as oa
-    from .common import count_tokens, reply_text
-    from .ollama_store import namespace
-except ImportError:  # run as a plain script from /opt/standin
-    import openai_shapes as oa  # type: ignore[no-redef]
-    from common import count_tokens, reply_text  # type: ignore[no-redef]
-    from ollama_store import namespace  # type: ignore[no-redef]
+from . import openai_shapes as oa
+from .common import count_tokens, reply_text
+from .ollama_base import OllamaBase
+from .ollama_store import namespace
 
 if TYPE_CHECKING:
     from .httpbase import Handler
-    from .ollama import OllamaApp
 
 
-class OpenAILayer:
-    def v1_models(self: OllamaApp, h: Handler, body: dict[str, Any], path: str) -> None:
+class OpenAILayer(OllamaBase):
+    def v1_models(self, h: Handler, body: dict[str, Any], path: str) -> None:
         data = [
             {"id": m.name, "object": "model", "created": int(m.modified), "owned_by": namespace(m.name)}
-            for m in self.store.list()
+            for m in self.store.models()
         ]
         # Go marshals an empty slice that was never appended to as null: so does Ollama here.
         h.send_json(200, {"object": "list", "data": data or None})
 
-    def _v1_model(self: OllamaApp, h: Handler, name: str) -> None:
+    def _v1_model(self, h: Handler, name: str) -> None:
         model = self.store.get(name)
         if model is None:
             self.send_error(h, 404, f"model '{name}' not found", "/v1/models")
@@ -41,7 +36,7 @@ class OpenAILayer:
             200, {"id": name, "object": "model", "created": int(model.modified), "owned_by": namespace(name)}
         )
 
-    def v1_chat(self: OllamaApp, h: Handler, body: dict[str, Any], path: str) -> None:
+    def v1_chat(self, h: Handler, body: dict[str, Any], path: str) -> None:
         try:
             prompt = oa.parse_chat(body.get("messages"), "ollama")
         except oa.RequestError as exc:
@@ -54,7 +49,7 @@ class OpenAILayer:
         text = reply_text(self.name, str(body["model"]), prompt.user_text, prompt.images)
         oa.write_chat(h, "ollama", str(body["model"]), text, prompt, body)
 
-    def v1_completions(self: OllamaApp, h: Handler, body: dict[str, Any], path: str) -> None:
+    def v1_completions(self, h: Handler, body: dict[str, Any], path: str) -> None:
         model = self._model_or_404(h, body.get("model"), path)
         if model is None:
             return
@@ -62,7 +57,7 @@ class OpenAILayer:
         text = reply_text(self.name, str(body["model"]), prompt, 0)
         oa.write_completion(h, "ollama", str(body["model"]), text, count_tokens(prompt), body)
 
-    def v1_embeddings(self: OllamaApp, h: Handler, body: dict[str, Any], path: str) -> None:
+    def v1_embeddings(self, h: Handler, body: dict[str, Any], path: str) -> None:
         try:
             texts = oa.embedding_inputs(body.get("input"))
         except oa.RequestError as exc:

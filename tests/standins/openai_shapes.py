@@ -16,10 +16,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-try:
-    from .common import count_tokens, dumps, echo_params, floats_to_base64, message_text, split_pieces
-except ImportError:  # run as a plain script from /opt/standin
-    from common import count_tokens, dumps, echo_params, floats_to_base64, message_text, split_pieces  # type: ignore[no-redef]
+from .common import count_tokens, dumps, echo_params, floats_to_base64, message_text, split_pieces
 
 if TYPE_CHECKING:
     from .httpbase import Handler

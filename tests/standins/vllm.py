@@ -7,21 +7,25 @@ python3 /opt/standin/vllm.py serve Qwen/Qwen3-4B --gpu-memory-utilization 0.8   
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 import time
 import zlib
+from pathlib import Path
 from typing import Any
 
-try:
-    from . import openai_shapes as oa
-    from .common import Settings, count_tokens, fake_embedding, reply_text, report_env
-    from .httpbase import App, Handler, serve_until_signal
-except ImportError:  # run as a plain script from /opt/standin
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import openai_shapes as oa  # type: ignore[no-redef]
-    from common import Settings, count_tokens, fake_embedding, reply_text  # type: ignore[no-redef]
-    from httpbase import App, Handler, serve_until_signal  # type: ignore[no-redef]
+if not __package__:
+    # Run as a plain script (python3 /opt/standin/vllm.py): import its folder as a package so the
+    # relative imports below work without the repository around it.
+    _here = Path(__file__).resolve().parent
+    sys.path.insert(0, str(_here.parent))
+    __package__ = _here.name
+    importlib.import_module(__package__)
+
+from . import openai_shapes as oa
+from .common import Settings, count_tokens, fake_embedding, reply_text, report_env
+from .httpbase import App, Handler, serve_until_signal
 
 VERSION = "0.11.0"
 ENV_PREFIXES = ("VLLM_", "HF_", "NVIDIA_", "CUDA_", "JETSON_")

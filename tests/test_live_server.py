@@ -1,0 +1,168 @@
+"""The gateway served by waitress on loopback, used by the official openai client as a LAN client would."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+import yaml
+
+from tests.gateway_harness import gateway_config, live_gateway
+from tests.standins.fixtures import StandinServer
+
+USER = [{"role": "user", "content": "hello"}]
+
+
+def test_openai_client_models_chat_stream_and_404(ollama_a: StandinServer) -> None:
+    doc = gateway_config([{"name": "qwen3:4b", "engine": "ollama", "aliases": ["LLM"]}], ollama=[ollama_a.url])
+    with live_gateway(doc) as live:
+        client = openai.OpenAI(base_url=live.url + "/v1", api_key="unused", max_retries=0)
+        assert {"qwen3:4b", "LLM"} <= {m.id for m in client.models.list()}
+        reply = client.chat.completions.create(model="LLM", messages=USER)
+        assert reply.choices[0].message.content == "[ollama-a] qwen3:4b: hello (images: 0)"
+        stream = client.chat.completions.create(model="LLM", messages=USER, stream=True,
+                                                stream_options={"include_usage": True})
+        chunks = list(stream)
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert text == "[ollama-a] qwen3:4b: hello (images: 0)"
+        assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens > 0
+        with pytest.raises(openai.NotFoundError):
+            client.chat.completions.create(model="gpt-4o", messages=USER)
+
+
+def test_openai_client_raises_its_proper_exception_types(ollama_a: StandinServer) -> None:
+    doc = gateway_config([{"name": "qwen3:4b", "engine": "ollama"}], ollama=[ollama_a.url],
+                         gateway={"api-keys": ["sk-correct-horse-battery"]})
+    with live_gateway(doc) as live:
+        bad_key = openai.OpenAI(base_url=live.url + "/v1", api_key="sk-wrong-key-xxxxxx", max_retries=0)
+        with pytest.raises(openai.AuthenticationError):
+            bad_key.models.list()
+        client = openai.OpenAI(base_url=live.url + "/v1", api_key="sk-correct-horse-battery", max_retries=0)
+        with pytest.raises(openai.BadRequestError):
+            client.chat.completions.create(model="qwen3:4b", messages=[])
+        ollama_a.set_fault("error429")
+        with pytest.raises(openai.RateLimitError):
+            client.chat.completions.create(model="qwen3:4b", messages=USER)
+        ollama_a.set_fault("error500")
+        with pytest.raises(openai.InternalServerError):
+            client.chat.completions.create(model="qwen3:4b", messages=USER)
+
+
+def test_openai_client_keeps_working_while_one_of_two_hosts_is_down(
+    ollama_a: StandinServer, ollama_b: StandinServer
+) -> None:
+    doc = gateway_config([{"name": "qwen3:4b", "engine": "ollama"}], ollama=[ollama_a.url, ollama_b.url])
+    with live_gateway(doc) as live:
+        client = openai.OpenAI(base_url=live.url + "/v1", api_key="unused", max_retries=0)
+        ollama_a.stop()
+        for _ in range(5):
+            assert "[ollama-b]" in client.chat.completions.create(model="qwen3:4b", messages=USER).choices[0].message.content
+            assert list(client.chat.completions.create(model="qwen3:4b", messages=USER, stream=True))
+
+
+def test_sse_chunks_reach_the_client_at_the_backend_pace() -> None:
+    # waitress has a history of holding streamed output in its buffers; each chunk must arrive on its own.
+    with StandinServer.ollama(models=["qwen3:4b"], name="paced", chunks=6, chunk_delay=0.25) as paced:
+        doc = gateway_config([{"name": "qwen3:4b", "engine": "ollama"}], ollama=[paced.url])
+        with live_gateway(doc) as live:
+            arrivals: list[float] = []
+            started = time.monotonic()
+            with httpx.stream("POST", live.url + "/v1/chat/completions", timeout=10,
+                              json={"model": "qwen3:4b", "messages": USER, "stream": True}) as resp:
+                for line in resp.iter_lines():
+                    if line.startswith("data: ") and line != "data: [DONE]":
+                        arrivals.append(time.monotonic() - started)
+    assert len(arrivals) >= 6
+    # The first content arrives long before the stream ends, and the gaps follow the backend's pace.
+    assert arrivals[0] < 0.6
+    assert arrivals[-1] - arrivals[0] > 1.0
+    gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
+    assert sum(1 for g in gaps if g > 0.15) >= 4
+
+
+def test_health_answers_while_every_worker_slot_is_streaming(ollama_a: StandinServer) -> None:
+    ollama_a.set_fault("hang")
+    doc = gateway_config([{"name": "qwen3:4b", "engine": "ollama"}], ollama=[ollama_a.url],
+                         gateway={"threads": 3, "request-deadline": 3, "read-timeout": 3})
+    with live_gateway(doc, threads=3) as live:
+        results: list[int] = []
+
+        def call() -> None:
+            resp = httpx.post(live.url + "/v1/chat/completions", timeout=10,
+                              json={"model": "qwen3:4b", "messages": USER})
+            results.append(resp.status_code)
+
+        workers = [threading.Thread(target=call) for _ in range(4)]
+        for w in workers:
+            w.start()
+        time.sleep(0.5)
+        started = time.monotonic()
+        assert httpx.get(live.url + "/health", timeout=2).status_code == 200
+        assert time.monotonic() - started < 1.0
+        for w in workers:
+            w.join()
+    assert sorted(results) == [429, 429, 504, 504]
+
+
+def test_sigterm_drains_in_flight_requests(tmp_path: Path) -> None:
+    with StandinServer.ollama(models=["qwen3:4b"], name="slow") as backend:
+        backend.set_fault("slow", seconds=1.5)
+        doc = gateway_config([{"name": "qwen3:4b", "engine": "ollama"}], ollama=[backend.url])
+        config = tmp_path / "config.yaml"
+        config.write_text(yaml.safe_dump(doc))
+        port = _free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve", "--config", str(config), "--host", "127.0.0.1",
+             "--port", str(port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            _wait_healthy(url)
+            outcome: dict[str, int] = {}
+
+            def call() -> None:
+                resp = httpx.post(url + "/v1/chat/completions", timeout=10,
+                                  json={"model": "qwen3:4b", "messages": USER})
+                outcome["status"] = resp.status_code
+
+            worker = threading.Thread(target=call)
+            worker.start()
+            time.sleep(0.5)
+            proc.send_signal(signal.SIGTERM)
+            worker.join(timeout=10)
+            assert outcome.get("status") == 200
+            assert proc.wait(timeout=10) == 0, proc.stderr.read().decode()[-2000:] if proc.stderr else ""
+            with pytest.raises(httpx.ConnectError):
+                httpx.get(url + "/health", timeout=1)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_healthy(url: str) -> None:
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/health", timeout=0.5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    raise AssertionError("gateway did not come up")
