@@ -70,19 +70,19 @@ class Gateway:
         self.limiter = InflightLimiter(service.inflight_limit)
         self.app = self._build_app(clock)
 
-    def _build_app(self, clock: Callable[[], float]) -> falcon.App:
+    def _build_app(self, clock: Callable[[], float]) -> falcon.App[Any, Any]:
         service = self.config.service
-        app = falcon.App(
-            middleware=[
-                RequestIdMiddleware(),
-                AccessLogMiddleware(self.metrics, service.access_log),
-                AuthMiddleware(_api_keys(self.config)),
-                BodyLimitMiddleware(service.max_body_bytes),
-            ],
-        )
+        middleware: list[Any] = [
+            RequestIdMiddleware(),
+            AccessLogMiddleware(self.metrics, service.access_log),
+            AuthMiddleware(_api_keys(self.config)),
+            BodyLimitMiddleware(service.max_body_bytes),
+        ]
+        app: falcon.App[Any, Any] = falcon.App(middleware=middleware)
         app.req_options.strip_url_path_trailing_slash = True
-        limits = {"max_body_bytes": service.max_body_bytes, "deadline_seconds": service.request_deadline,
-                  "clock": clock}
+        limits: dict[str, Any] = {
+            "max_body_bytes": service.max_body_bytes, "deadline_seconds": service.request_deadline, "clock": clock,
+        }
         health = HealthResource()
         app.add_route("/health", health)
         app.add_route("/health_check", health)
@@ -113,7 +113,7 @@ class Gateway:
         self.embeddings.close()
 
 
-def create_app(config: Config, *, upstreams: Upstreams | None = None, **kwargs: Any) -> falcon.App:
+def create_app(config: Config, *, upstreams: Upstreams | None = None, **kwargs: Any) -> falcon.App[Any, Any]:
     """The WSGI app. Background work (probes, embedding unload) starts with :meth:`Gateway.start`;
     the ``serve`` command does that, tests call it when they want readiness."""
     return Gateway(config, upstreams=upstreams, **kwargs).app
@@ -159,8 +159,7 @@ def _falcon_error(req: falcon.Request, resp: falcon.Response, error: falcon.HTTP
         translated = PayloadTooLarge("The request body is too large.")
     else:
         translated = InvalidRequest(error.description or error.title or "Bad request.", status=status)
-    for name, value in (error.headers or {}).items():
-        translated.headers[name] = value
+    translated.headers.update(dict(error.headers or {}))
     _render(resp, translated)
 
 

@@ -33,7 +33,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vilms-gateway", description="OpenAI-compatible gateway for ViLMS edge boxes.")
+    parser = argparse.ArgumentParser(
+        prog="vilms-gateway", description="OpenAI-compatible gateway for ViLMS edge boxes."
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command")
     serve = commands.add_parser("serve", help="serve HTTP in the foreground")

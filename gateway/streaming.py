@@ -7,7 +7,7 @@ client gets whole events, then one error event and ``[DONE]``: never a half even
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 
 import httpx
 
@@ -33,7 +33,7 @@ class SSERelay:
     def __iter__(self) -> Iterator[bytes]:
         return self._iterator
 
-    def _relay(self) -> Iterator[bytes]:
+    def _relay(self) -> Generator[bytes, None, None]:
         pending = b""
         chunks = self._result.chunks or iter(())
         try:

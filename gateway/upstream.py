@@ -269,7 +269,7 @@ class Upstreams:
         retry_after = response.headers.get("retry-after", "")
         if retry_after.replace(".", "", 1).isdigit():
             delay = max(delay, float(retry_after))
-        return min(delay, self.settings.backoff_max)
+        return float(min(delay, self.settings.backoff_max))
 
     @staticmethod
     def _final_error(targets: Sequence[Target], failures: list[_Failure]) -> GatewayError:

@@ -71,10 +71,11 @@ def test_vision_frames_are_trimmed_to_the_newest_max_frames(ollama_a: StandinSer
 
 
 def test_default_max_frames_applies_when_the_model_sets_none(ollama_a: StandinServer) -> None:
-    doc = gateway_config([{"name": "qwen2.5vl:3b", "type": "vlm"}], ollama=[ollama_a.url], **{"default-max-frames": 3})
+    doc = gateway_config([{"name": "qwen2.5vl:3b", "type": "vlm"}], ollama=[ollama_a.url],
+                         **{"default-max-frames": 3})
     with client_for(doc) as (client, _):
-        client.simulate_post("/v1/chat/completions",
-                             json={"model": "qwen2.5vl:3b", "messages": vision_message([data_url(i) for i in range(6)])})
+        frames = [data_url(i) for i in range(6)]
+        client.simulate_post("/v1/chat/completions", json={"model": "qwen2.5vl:3b", "messages": vision_message(frames)})
     content = ollama_a.bodies("/v1/chat/completions")[0]["messages"][0]["content"]
     assert sum(p["type"] == "image_url" for p in content) == 3
 

@@ -64,7 +64,8 @@ def test_base64_encoding_is_little_endian_float32(local_embedder: LocalEmbedder)
      {"model": MINILM, "input": ""}, {"model": MINILM, "input": "x", "encoding_format": "int8"}, {"input": "x"}],
 )
 def test_bad_embedding_requests_are_400(local_embedder: LocalEmbedder, body: dict) -> None:
-    with client_for(gateway_config([], embedding={"enabled": True, "model": MINILM}), embedder=local_embedder) as (c, _):
+    doc = gateway_config([], embedding={"enabled": True, "model": MINILM})
+    with client_for(doc, embedder=local_embedder) as (c, _):
         resp = c.simulate_post("/v1/embeddings", json=body)
     assert resp.status_code == 400
     assert resp.json["error"]["type"] == "invalid_request_error"

@@ -79,7 +79,9 @@ def test_old_get_on_embeddings_is_405_with_a_hint() -> None:
         (b"--x\r\n", "multipart/form-data; boundary=x", 415, "not supported"),
     ],
 )
-def test_bad_requests_get_a_4xx_in_openai_shape(body: bytes, content_type: str | None, status: int, needle: str) -> None:
+def test_bad_requests_get_a_4xx_in_openai_shape(
+    body: bytes, content_type: str | None, status: int, needle: str
+) -> None:
     headers = {"Content-Type": content_type} if content_type else {}
     with client_for(gateway_config([{"name": "qwen3:4b"}])) as (client, _):
         resp = client.simulate_post("/v1/chat/completions", body=body, headers=headers)

@@ -27,6 +27,7 @@ import pytest
 from openai.types.chat import ChatCompletionContentPartParam, ChatCompletionMessageParam
 
 from tests.standins.fixtures import StandinServer
+from tests.standins.ollama import parse_ollama_host
 
 STANDINS = Path(__file__).parent / "standins"
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 32).decode()
@@ -104,9 +105,7 @@ def test_streamed_chat_with_include_usage(kind: str, ollama: StandinServer, vllm
         and chunks[-1].usage is not None
         and chunks[-1].usage.completion_tokens == len(text.split())
     )
-    raw = httpx.post(
-        server.url + "/v1/chat/completions", json={"model": model, "messages": USER, "stream": True}
-    )
+    raw = httpx.post(server.url + "/v1/chat/completions", json={"model": model, "messages": USER, "stream": True})
     assert raw.headers["content-type"].startswith("text/event-stream")
     assert raw.headers["transfer-encoding"] == "chunked"
     events = sse_events(raw.content)
@@ -134,13 +133,9 @@ def test_ollama_native_chat_ndjson_and_non_stream(ollama: StandinServer) -> None
         assert resp.headers["content-type"] == "application/x-ndjson"
         lines = [json.loads(line) for line in resp.iter_lines() if line]
     assert [x["done"] for x in lines] == [False] * 5 + [True]
-    assert (
-        "".join(x["message"]["content"] for x in lines) == "[ollama-a] qwen3-vl:4b-instruct: look (images: 1)"
-    )
+    assert "".join(x["message"]["content"] for x in lines) == "[ollama-a] qwen3-vl:4b-instruct: look (images: 1)"
     assert lines[-1]["done_reason"] == "stop" and lines[-1]["eval_count"] > 0
-    whole = httpx.post(
-        ollama.url + "/api/chat", json={**body, "stream": False, "options": {"temperature": 0}}
-    )
+    whole = httpx.post(ollama.url + "/api/chat", json={**body, "stream": False, "options": {"temperature": 0}})
     assert whole.json()["message"]["content"].endswith("look (images: 1)")
     assert json.loads(whole.headers["x-standin-params"]) == {"temperature": 0}
     loaded = httpx.get(ollama.url + "/api/ps").json()["models"]
@@ -163,9 +158,7 @@ def test_embeddings_float_and_base64(kind: str, ollama: StandinServer, vllm: Sta
     decoded = struct.unpack(f"<{dim}f", packed)
     assert all(math.isclose(x, y, abs_tol=1e-6) for x, y in zip(decoded, a, strict=True))
     # The openai client asks for base64 by default and decodes it itself.
-    assert client.embeddings.create(model=model, input="alpha").data[0].embedding == pytest.approx(
-        a, abs=1e-6
-    )
+    assert client.embeddings.create(model=model, input="alpha").data[0].embedding == pytest.approx(a, abs=1e-6)
 
 
 def test_ollama_native_embed(ollama: StandinServer) -> None:
@@ -188,7 +181,7 @@ def test_pull_streams_progress_then_model_is_listed(ollama: StandinServer) -> No
     assert progress == sorted(progress) and progress[-1] == layer[0]["total"] and len(progress) > 1
     assert "gemma3:1b" in {t["name"] for t in httpx.get(ollama.url + "/api/tags").json()["models"]}
     reply = client.chat.completions.create(model="gemma3:1b", messages=USER)
-    assert reply.choices[0].message.content.startswith("[ollama-a] gemma3:1b:")
+    assert (reply.choices[0].message.content or "").startswith("[ollama-a] gemma3:1b:")
     quiet = httpx.post(ollama.url + "/api/pull", json={"name": "phi3", "stream": False})
     assert quiet.json() == {"status": "success"}
     assert "phi3:latest" in {m.id for m in client.models.list().data}
@@ -212,9 +205,7 @@ def test_pulled_models_survive_a_restart_and_delete(tmp_path: Path) -> None:
     manifest = tmp_path / "manifests/registry.ollama.ai/library/llama3.2/latest"
     assert json.loads(manifest.read_text())["layers"][0]["mediaType"] == "application/vnd.ollama.image.model"
     with StandinServer.ollama(models=[], models_dir=tmp_path) as second:
-        assert [t["name"] for t in httpx.get(second.url + "/api/tags").json()["models"]] == [
-            "llama3.2:latest"
-        ]
+        assert [t["name"] for t in httpx.get(second.url + "/api/tags").json()["models"]] == ["llama3.2:latest"]
         gone = httpx.request("DELETE", second.url + "/api/delete", json={"model": "llama3.2"})
         assert (gone.status_code, gone.content) == (200, b"")
         again = httpx.request("DELETE", second.url + "/api/delete", json={"model": "llama3.2"})
@@ -267,9 +258,7 @@ def test_ollama_accepts_only_base64_images(ollama: StandinServer, vllm: StandinS
         model="qwen3-vl:4b-instruct", messages=vision(f"data:image/png;base64,{PNG}")
     )
     assert inline.choices[0].message.content == "[ollama-a] qwen3-vl:4b-instruct: what is it (images: 2)"
-    remote_ok = client_for(vllm).chat.completions.create(
-        model="qwen3", messages=vision("https://example.com/c.png")
-    )
+    remote_ok = client_for(vllm).chat.completions.create(model="qwen3", messages=vision("https://example.com/c.png"))
     assert remote_ok.choices[0].message.content == "[vllm-a] qwen3: what is it (images: 2)"
 
 
@@ -398,9 +387,7 @@ def test_fault_error429_sends_retry_after_via_control_api(ollama: StandinServer)
     assert ctl.json()["mode"] == "error429"
     limited = httpx.post(ollama.url + "/v1/chat/completions", json={"model": "qwen3:4b", "messages": USER})
     assert limited.status_code == 429 and limited.headers["retry-after"] == "3"
-    assert httpx.post(
-        ollama.url + "/v1/chat/completions", json={"model": "qwen3:4b", "messages": USER}
-    ).is_success
+    assert httpx.post(ollama.url + "/v1/chat/completions", json={"model": "qwen3:4b", "messages": USER}).is_success
     assert httpx.get(ollama.url + "/_standin/fault").json()["mode"] == "ok"
 
 
@@ -512,9 +499,7 @@ def test_ollama_runs_as_a_plain_script_with_ollama_env(opt_standin: Path, tmp_pa
         version = httpx.get(f"http://127.0.0.1:{port}/api/version")
         assert json.loads(version.headers["x-standin-env"])["JETSON_JETPACK"] == "6"
         assert version.json()["standin"]["env"]["OLLAMA_KEEP_ALIVE"] == "24h"
-        pull = subprocess.run(
-            [sys.executable, script, "pull", "qwen3:4b"], env=env, capture_output=True, text=True
-        )
+        pull = subprocess.run([sys.executable, script, "pull", "qwen3:4b"], env=env, capture_output=True, text=True)
         assert pull.returncode == 0 and pull.stdout.splitlines()[-1] == "success"
         missing = subprocess.run(
             [sys.executable, script, "pull", "doesnotexist"], env=env, capture_output=True, text=True
@@ -552,3 +537,18 @@ def test_vllm_module_cli_ignores_engine_flags() -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=5) == 0
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, ("127.0.0.1", 11434)),
+        ("0.0.0.0", ("0.0.0.0", 11434)),
+        ("0.0.0.0:11500", ("0.0.0.0", 11500)),
+        (":11434", ("0.0.0.0", 11434)),
+        ("http://10.0.0.5:8080/", ("10.0.0.5", 8080)),
+        ("[::1]:11434", ("::1", 11434)),
+    ],
+)
+def test_ollama_host_is_read_like_ollama(value: str | None, expected: tuple[str, int]) -> None:
+    assert parse_ollama_host(value) == expected

@@ -7,13 +7,13 @@ from typing import Any
 
 import falcon
 
-from gateway.errors import UpstreamError
+from gateway.errors import InvalidRequest, UpstreamError
 from gateway.middleware import read_json
 from gateway.resources.limits import InflightLimiter, post_only
 from gateway.routing import Router
 from gateway.shaping import ChatShaper, validate_chat_request
 from gateway.streaming import SSERelay
-from gateway.upstream import Upstreams, UpstreamResult
+from gateway.upstream import UpstreamResult, Upstreams
 
 
 class ChatResource:
@@ -43,12 +43,9 @@ class ChatResource:
         body = read_json(req, self._max_body)
         validate_chat_request(body)
         requested = body["model"]
-        stream = bool(body.get("stream"))
         req.context.model = requested
         route = self._router.resolve(requested)
         if route.local_embedding or route.primary.model.type == "embedding":
-            from gateway.errors import InvalidRequest
-
             raise InvalidRequest(f"{requested!r} is an embedding model: use /v1/embeddings.", param="model")
         self._limiter.acquire()
         released = False

@@ -14,7 +14,7 @@ import struct
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -126,9 +126,7 @@ def floats_to_base64(values: list[float]) -> str:
 def echo_params(body: dict[str, Any], skip: frozenset[str]) -> dict[str, Any]:
     """Scalar sampling parameters of a request, so tests can see what the gateway applied."""
     return {
-        k: v
-        for k, v in sorted(body.items())
-        if k not in skip and (v is None or isinstance(v, (int, float, str, bool)))
+        k: v for k, v in sorted(body.items()) if k not in skip and (v is None or isinstance(v, (int, float, str, bool)))
     }
 
 
@@ -199,21 +197,24 @@ class RequestLog:
 
 @dataclass(frozen=True)
 class Fault:
-    """One fault as applied to one request."""
+    """One fault as applied to one request (defaults are what POST /_standin/fault assumes)."""
 
     mode: str
-    seconds: float = 0.0
-    retry_after: int = 1
-    after: int = 1
-    message: str = "injected fault"
+    seconds: float = 1.0  # slow: delay before answering
+    retry_after: int = 1  # error429: Retry-After header
+    after: int = 1  # cut: stream events sent before the connection drops
+    message: str = ""  # error500/error429: error message ("injected fault: MODE" when empty)
     release: threading.Event = field(default_factory=threading.Event, compare=False)
 
 
-class FaultState:
-    """The active fault mode, optionally limited to N requests and to some path prefixes.
+_PARAM_TYPES: dict[str, type] = {"seconds": float, "retry_after": int, "after": int, "message": str}
 
-    `release` wakes requests held by `hang`/`slow` whenever the fault is changed or reset,
-    or the server stops, so teardown never waits on them.
+
+class FaultState:
+    """The active fault mode, optionally limited to the next `count` requests and to path prefixes.
+
+    `release` wakes requests held by `hang`/`slow` whenever the fault is changed or reset, or the
+    server stops, so teardown never waits on them.
     """
 
     def __init__(self) -> None:
@@ -228,20 +229,24 @@ class FaultState:
         self.paths: list[str] = []
 
     def set(self, mode: str, **params: Any) -> dict[str, Any]:
+        """Validate and install a fault; raises ValueError on a bad mode or parameter."""
         if mode not in FAULT_MODES:
             raise ValueError(f"unknown fault mode {mode!r}; expected one of {', '.join(FAULT_MODES)}")
         count = params.pop("count", None)
         paths = params.pop("paths", None) or []
         if isinstance(paths, str):
             paths = [paths]
-        unknown = set(params) - {"seconds", "retry_after", "after", "message"}
+        unknown = set(params) - set(_PARAM_TYPES)
         if unknown:
             raise ValueError(f"unknown fault parameter(s): {', '.join(sorted(unknown))}")
+        typed = {k: _PARAM_TYPES[k](v) for k, v in params.items()}
+        if any(v < 0 for k, v in typed.items() if k != "message"):
+            raise ValueError("fault parameters must not be negative")
         with self._lock:
             self._wake()
             self._clear()
             self.mode = mode
-            self.params = params
+            self.params = typed
             self.count = None if count is None else max(0, int(count))
             self.paths = [str(p) for p in paths]
             return self._describe()
@@ -268,15 +273,9 @@ class FaultState:
                 if self.count <= 0:
                     return None
                 self.count -= 1
-            p = self.params
-            fault = Fault(
-                mode=self.mode,
-                seconds=float(p.get("seconds", 1.0)),
-                retry_after=int(p.get("retry_after", 1)),
-                after=int(p.get("after", 1)),
-                message=str(p.get("message", f"injected fault: {self.mode}")),
-                release=self._release,
-            )
+            fault = Fault(mode=self.mode, release=self._release, **self.params)
+            if not fault.message:
+                fault = replace(fault, message=f"injected fault: {self.mode}")
             if self.count == 0:
                 self._clear()
             return fault

@@ -95,6 +95,12 @@ class Handler(BaseHTTPRequestHandler):
     def do_PUT(self) -> None:
         self._handle("PUT")
 
+    def do_PATCH(self) -> None:
+        self._handle("PATCH")
+
+    def do_OPTIONS(self) -> None:
+        self._handle("OPTIONS")
+
     def _read_body(self) -> bytes:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             data = bytearray()
@@ -147,12 +153,15 @@ class Handler(BaseHTTPRequestHandler):
     # -- faults ----------------------------------------------------------------------------
 
     def _hold(self, fault: Fault, seconds: float | None) -> None:
-        """Wait `seconds` (None = until released); raise Abort if released by a reset or stop."""
+        """Wait `seconds` (None: forever) or until the fault is reset/changed; Abort if the server stops."""
         waited = 0.0
         while seconds is None or waited < seconds:
             step = 0.05 if seconds is None else min(0.05, seconds - waited)
-            if fault.release.wait(step) or self.server.stopping.is_set():
+            released = fault.release.wait(step)
+            if self.server.stopping.is_set():
                 raise Abort
+            if released:
+                return
             waited += step
 
     def _apply_fault(self, fault: Fault, path: str) -> bool:
@@ -160,7 +169,9 @@ class Handler(BaseHTTPRequestHandler):
         if fault.mode == "down":
             raise Abort
         if fault.mode == "hang":
+            # Held until reset; then dropped, as a wedged backend that finally dies would be.
             self._hold(fault, None)
+            raise Abort
         if fault.mode == "slow":
             self._hold(fault, fault.seconds)
             return False

@@ -185,7 +185,7 @@ def parse_ollama_host(value: str | None) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep:
         return text, DEFAULT_PORT
-    return host or "127.0.0.1", int(port)
+    return host or "0.0.0.0", int(port)  # Go listens on every interface for ":port"
 
 
 def _csv(value: str) -> list[str]:
@@ -194,22 +194,16 @@ def _csv(value: str) -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ollama", description="Ollama stand-in server")
-    p.add_argument(
-        "command", nargs="?", default="serve", choices=["serve"], help="`serve`, as the real image runs"
-    )
+    p.add_argument("command", nargs="?", default="serve", choices=["serve"], help="`serve`, as the real image runs")
     p.add_argument("--host", help="bind address (default: from OLLAMA_HOST, else 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default: from OLLAMA_HOST, else 11434)")
-    p.add_argument(
-        "--name", default=os.environ.get("STANDIN_NAME", "ollama"), help="server name shown in replies"
-    )
+    p.add_argument("--name", default=os.environ.get("STANDIN_NAME", "ollama"), help="server name shown in replies")
     p.add_argument(
         "--models",
         default=os.environ.get("STANDIN_MODELS", ""),
         help="comma-separated models present at start (not written to disk)",
     )
-    p.add_argument(
-        "--models-dir", default=os.environ.get("OLLAMA_MODELS") or str(Path.home() / ".ollama" / "models")
-    )
+    p.add_argument("--models-dir", default=os.environ.get("OLLAMA_MODELS") or str(Path.home() / ".ollama" / "models"))
     p.add_argument(
         "--unknown",
         default=os.environ.get("STANDIN_UNKNOWN", "doesnotexist"),

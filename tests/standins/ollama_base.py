@@ -59,7 +59,5 @@ class OllamaBase(App):
         return parse_duration(body.get("keep_alive"), self.keep_alive)
 
     def _vectors(self, texts: list[str], dimensions: Any) -> list[list[float]]:
-        dim = (
-            int(dimensions) if isinstance(dimensions, int) and dimensions > 0 else self.settings.embedding_dim
-        )
+        dim = int(dimensions) if isinstance(dimensions, int) and dimensions > 0 else self.settings.embedding_dim
         return [fake_embedding(t, dim) for t in texts]

@@ -89,9 +89,7 @@ def cmd_pull(args: list[str]) -> int:
 def cmd_list(args: list[str]) -> int:
     rows = [["NAME", "ID", "SIZE", "MODIFIED"]]
     for m in _call("GET", "/api/tags")["models"]:
-        rows.append(
-            [m["name"], m["digest"][:12], _human_size(m["size"]), m["modified_at"][:19].replace("T", " ")]
-        )
+        rows.append([m["name"], m["digest"][:12], _human_size(m["size"]), m["modified_at"][:19].replace("T", " ")])
     _table(rows)
     return 0
 

@@ -36,9 +36,7 @@ class NativeGeneration(OllamaBase):
             "eval_duration": 98_765_432,
         }
 
-    def _native_reply(
-        self, h: Handler, body: dict[str, Any], text: str, prompt_tokens: int, chat: bool
-    ) -> None:
+    def _native_reply(self, h: Handler, body: dict[str, Any], text: str, prompt_tokens: int, chat: bool) -> None:
         """Answer /api/chat (`message`) or /api/generate (`response`), NDJSON unless stream is false."""
         model = str(body["model"])
 
@@ -61,9 +59,7 @@ class NativeGeneration(OllamaBase):
             **self._final_stats(prompt_tokens, count_tokens(text)),
         }
         if body.get("stream", True) is False:
-            final["message" if chat else "response"] = (
-                {"role": "assistant", "content": text} if chat else text
-            )
+            final["message" if chat else "response"] = {"role": "assistant", "content": text} if chat else text
             h.send_json(200, final, headers)
             return
         h.begin_stream(NDJSON, headers)
@@ -93,11 +89,7 @@ class NativeGeneration(OllamaBase):
             return
         images = sum(len(m.get("images") or []) for m in messages if isinstance(m, dict))
         user = next(
-            (
-                m.get("content", "")
-                for m in reversed(messages)
-                if isinstance(m, dict) and m.get("role") == "user"
-            ),
+            (m.get("content", "") for m in reversed(messages) if isinstance(m, dict) and m.get("role") == "user"),
             "",
         )
         text = reply_text(self.name, str(body["model"]), str(user), images)

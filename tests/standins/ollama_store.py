@@ -71,9 +71,7 @@ class Model:
 
     @property
     def parameters(self) -> float:
-        match = re.search(
-            r"(\d+(?:\.\d+)?)([bBmM])(?![a-zA-Z])", self.name.replace(":", " ").replace("-", " ")
-        )
+        match = re.search(r"(\d+(?:\.\d+)?)([bBmM])(?![a-zA-Z])", self.name.replace(":", " ").replace("-", " "))
         if not match:
             return 7.0e9
         return float(match.group(1)) * (1e9 if match.group(2) in "bB" else 1e6)
@@ -221,9 +219,7 @@ class ModelStore:
     def loaded(self) -> list[tuple[Model, float]]:
         now = time.time()
         with self._lock:
-            return [
-                (self._models[n], exp) for n, exp in self._loaded.items() if exp > now and n in self._models
-            ]
+            return [(self._models[n], exp) for n, exp in self._loaded.items() if exp > now and n in self._models]
 
     def pull_progress(self, name: str) -> list[dict[str, Any]]:
         """The NDJSON lines `ollama pull` prints, minus the final "success"."""

@@ -32,9 +32,7 @@ class OpenAILayer(OllamaBase):
         if model is None:
             self.send_error(h, 404, f"model '{name}' not found", "/v1/models")
             return
-        h.send_json(
-            200, {"id": name, "object": "model", "created": int(model.modified), "owned_by": namespace(name)}
-        )
+        h.send_json(200, {"id": name, "object": "model", "created": int(model.modified), "owned_by": namespace(name)})
 
     def v1_chat(self, h: Handler, body: dict[str, Any], path: str) -> None:
         try:
@@ -65,9 +63,7 @@ class OpenAILayer(OllamaBase):
             return
         encoding = str(body.get("encoding_format") or "float")
         if encoding.lower() not in ("float", "base64"):
-            self.send_error(
-                h, 400, f"invalid encoding_format {encoding!r}: must be 'float' or 'base64'", path
-            )
+            self.send_error(h, 400, f"invalid encoding_format {encoding!r}: must be 'float' or 'base64'", path)
             return
         model = self._model_or_404(h, body.get("model"), path)
         if model is None:

@@ -157,15 +157,11 @@ def write_chat(h: Handler, flavor: str, model: str, text: str, prompt: Prompt, b
     final = {"role": "assistant", "content": ""} if flavor == "ollama" else {"content": ""}
     h.send_event(_sse(chunk(final, "stop")))
     if (body.get("stream_options") or {}).get("include_usage"):
-        h.send_event(
-            _sse({**_envelope(chat_id, "chat.completion.chunk", model, flavor), "choices": [], "usage": use})
-        )
+        h.send_event(_sse({**_envelope(chat_id, "chat.completion.chunk", model, flavor), "choices": [], "usage": use}))
     h.end_stream(b"data: [DONE]\n\n")
 
 
-def write_completion(
-    h: Handler, flavor: str, model: str, text: str, prompt_tokens: int, body: dict[str, Any]
-) -> None:
+def write_completion(h: Handler, flavor: str, model: str, text: str, prompt_tokens: int, body: dict[str, Any]) -> None:
     """Answer /v1/completions (legacy text completion), plain or streamed."""
     settings = h.server.app.settings
     use = usage(prompt_tokens, count_tokens(text), flavor)
@@ -189,16 +185,10 @@ def write_completion(
     for i, piece in enumerate(split_pieces(text, settings.chunks)):
         if i:
             h.pause(settings.chunk_delay)
-        h.send_event(
-            _sse({**_envelope(cmpl_id, "text_completion", model, flavor), "choices": [choice(piece, None)]})
-        )
-    h.send_event(
-        _sse({**_envelope(cmpl_id, "text_completion", model, flavor), "choices": [choice("", "stop")]})
-    )
+        h.send_event(_sse({**_envelope(cmpl_id, "text_completion", model, flavor), "choices": [choice(piece, None)]}))
+    h.send_event(_sse({**_envelope(cmpl_id, "text_completion", model, flavor), "choices": [choice("", "stop")]}))
     if (body.get("stream_options") or {}).get("include_usage"):
-        h.send_event(
-            _sse({**_envelope(cmpl_id, "text_completion", model, flavor), "choices": [], "usage": use})
-        )
+        h.send_event(_sse({**_envelope(cmpl_id, "text_completion", model, flavor), "choices": [], "usage": use}))
     h.end_stream(b"data: [DONE]\n\n")
 
 
@@ -216,9 +206,7 @@ def embedding_inputs(value: Any) -> list[str]:
     raise RequestError("invalid input")
 
 
-def embedding_list(
-    flavor: str, model: str, vectors: list[list[float]], encoding: str, tokens: int
-) -> dict[str, Any]:
+def embedding_list(flavor: str, model: str, vectors: list[list[float]], encoding: str, tokens: int) -> dict[str, Any]:
     data = [
         {
             "object": "embedding",

@@ -262,9 +262,7 @@ def split_args(argv: list[str]) -> tuple[list[str], list[str], list[str]]:
             i += 1
             continue
         takes_value = (
-            "=" not in token
-            and flag not in BOOLEAN_FLAGS
-            and not flag.startswith(("--enable-", "--disable-", "--no-"))
+            "=" not in token and flag not in BOOLEAN_FLAGS and not flag.startswith(("--enable-", "--disable-", "--no-"))
         )
         n = 1
         if takes_value:
@@ -285,9 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-model-len", type=int, default=4096)
     p.add_argument("--api-key", default=os.environ.get("VLLM_API_KEY"))
-    p.add_argument(
-        "--name", default=os.environ.get("STANDIN_NAME", "vllm"), help="server name shown in replies"
-    )
+    p.add_argument("--name", default=os.environ.get("STANDIN_NAME", "vllm"), help="server name shown in replies")
     p.add_argument("--chunks", type=int, default=5)
     p.add_argument("--chunk-delay", type=float, default=float(os.environ.get("STANDIN_CHUNK_DELAY", "0.05")))
     p.add_argument("--embedding-dim", type=int, default=1024)
