@@ -142,7 +142,7 @@ class Handler(BaseHTTPRequestHandler):
             app.route(self, method, path, body)
         except Abort:
             self._drop()
-        except (TimeoutError, BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
+        except OSError:  # the client went away (timeouts, resets, broken pipes)
             self.close_connection = True
 
     def _drop(self) -> None:

@@ -219,8 +219,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "ollama":  # `ollama serve` given as the container command
+    while argv and os.path.basename(argv[0]) == "ollama":  # `ollama serve` given as the container command
         argv = argv[1:]
+    if argv and os.path.basename(argv[0]) == "start_ollama":  # dustynv/ollama's command
+        argv = ["serve", *argv[1:]]
     if argv and (argv[0] in ("-v", "--version") or (argv[0] != "serve" and not argv[0].startswith("-"))):
         from . import ollama_cli
 

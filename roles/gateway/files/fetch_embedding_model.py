@@ -30,7 +30,11 @@ def main(model: str) -> int:
         return 0
     except Exception:  # not in the cache yet (the exception type differs between hub versions)
         pass
-    snapshot_download(model)
+    try:
+        snapshot_download(model)
+    except Exception as exc:  # no network, unknown or gated model: say which and why
+        print(f"cannot download embedding model {model!r}: {exc}", file=sys.stderr)
+        return 1
     print("downloaded")
     return 0
 

@@ -1,0 +1,185 @@
+"""The gateway with the hot-path changes bench/RESULTS.md proposes, applied as patches at start-up so
+they can be measured side by side with the shipped code (``python -m bench.run --proposed``).
+
+bench/ must not change gateway/: the lead ports these into gateway/upstream.py,
+gateway/resources/limits.py and gateway/middleware.py. BENCH_PATCHES (comma list, default all)
+picks which apply, to measure each one's share.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from typing import Any
+
+import httpx
+
+from gateway import middleware, upstream
+from gateway.errors import ServerBusy
+from gateway.resources import limits
+
+ALL = ("transport", "limiter", "accesslog")
+
+
+def _enabled() -> set[str]:
+    raw = os.environ.get("BENCH_PATCHES", ",".join(ALL))
+    return {p.strip() for p in raw.split(",") if p.strip()}
+
+
+# -- 1. upstream: send through the pooled transport, not httpx.Client --------------------------
+# Client.send costs ~140 us of CPU per call on top of the transport: URL merging in build_request,
+# cookie-jar extraction of every response (a urllib Request per call), auth and redirect plumbing.
+# The gateway uses none of them. Same pool, same timeouts, same exceptions (the transport maps
+# httpcore errors to httpx ones, for the body stream too).
+def _transport(self: upstream.Upstreams, base_url: str) -> tuple[httpx.BaseTransport, str]:
+    cache: dict[str, tuple[httpx.BaseTransport, str]] = self.__dict__.setdefault("_transports", {})
+    found = cache.get(base_url)
+    if found is None:
+        with self._lock:
+            found = cache.get(base_url)
+            if found is None:
+                pool = self.settings.threads + 4
+                transport = self._transport or httpx.HTTPTransport(
+                    limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool))
+                found = (transport, base_url.rstrip("/"))
+                cache[base_url] = found
+    return found
+
+
+def _send(self: upstream.Upstreams, endpoint: str, path: str, body: bytes, timeout: float,
+          connect: float) -> httpx.Response:
+    transport, prefix = _transport(self, endpoint)
+    request = httpx.Request(
+        "POST", prefix + path, content=body, headers={"content-type": "application/json"},
+        extensions={"timeout": {"connect": connect, "read": timeout, "write": timeout, "pool": timeout}},
+    )
+    response = transport.handle_request(request)
+    response.request = request
+    return response
+
+
+def patch_transport() -> None:
+    original = upstream.Upstreams._try_endpoint
+
+    def _try_endpoint(self: upstream.Upstreams, target: Any, endpoint: str, path: str, body: bytes,
+                      deadline: float, stream: bool, failures: list[Any]) -> Any:
+        settings = self.settings
+        for attempt in range(settings.retries + 1):
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                return original(self, target, endpoint, path, body, deadline, stream, failures)  # raises
+            try:
+                response = _send(self, endpoint, path, body, min(settings.read_timeout, remaining),
+                                 min(settings.connect_timeout, remaining))
+            except httpx.TimeoutException as exc:
+                self._fail(failures, endpoint, "connect_timeout" if isinstance(exc, httpx.ConnectTimeout)
+                           else "timeout")
+                return None
+            except httpx.TransportError:
+                self._fail(failures, endpoint, "connection_error")
+                return None
+            status = response.status_code
+            if status < 400:
+                return self._accept(response, target, endpoint, stream, failures)
+            content = self._read_quietly(response)
+            if status == 429 or status >= 500:
+                failures.append(upstream._Failure(endpoint, "http_error", status, content))
+                self.record_failure(endpoint, f"http_{status}", counts_for_cooldown=status != 429)
+                if attempt < settings.retries:
+                    self._sleep(min(self._backoff(attempt, response), max(0.0, deadline - self._clock())))
+                    continue
+                return None
+            if status == 404:
+                failures.append(upstream._Failure(endpoint, "model_missing", status, content))
+                self.record_failure(endpoint, "http_404", counts_for_cooldown=False)
+                return None
+            raise upstream.InvalidRequest(upstream._upstream_message(content, status), status=status,
+                                          code="upstream_rejected")
+        return None
+
+    upstream.Upstreams._try_endpoint = _try_endpoint  # type: ignore[method-assign]
+    close = upstream.Upstreams.close
+
+    def _close(self: upstream.Upstreams) -> None:
+        close(self)
+        for transport, _ in self.__dict__.get("_transports", {}).values():
+            transport.close()
+
+    upstream.Upstreams.close = _close  # type: ignore[method-assign]
+
+
+# -- 2. limiter: wait briefly for a slot instead of answering 429 at once ----------------------
+# With threads=16 and 15 slots, a burst of 32 fast requests puts a 16th thread on a chat request
+# while 15 are between send and receive: an instant 429 although the slot frees within a
+# millisecond. A short wait keeps /health answerable (it waits at most SLOT_WAIT per queued chat
+# request ahead of it) and turns those 429s into ordinary queueing.
+SLOT_WAIT = 0.25
+
+
+def patch_limiter() -> None:
+    def acquire(self: limits.InflightLimiter) -> None:
+        if not self._slots.acquire(timeout=SLOT_WAIT):
+            raise ServerBusy(f"All {self.limit} request slots are busy; retry shortly.",
+                             headers={"Retry-After": "1"})
+
+    limits.InflightLimiter.acquire = acquire  # type: ignore[method-assign]
+
+
+# -- 3. access log: one buffered write, flushed by a timer, instead of logging's per-record path --
+# logging builds a LogRecord, takes two locks and flushes stdout (a write syscall) per request.
+def patch_accesslog() -> None:
+    lock = threading.Lock()
+    pending: list[str] = []
+
+    def flusher() -> None:
+        while True:
+            time.sleep(0.2)
+            if pending:
+                with lock:
+                    lines, pending[:] = pending[:], []
+                sys.stdout.write("".join(lines))
+                sys.stdout.flush()
+
+    threading.Thread(target=flusher, name="access-log", daemon=True).start()
+    original = middleware.AccessLogMiddleware.process_response
+
+    def process_response(self: middleware.AccessLogMiddleware, req: Any, resp: Any, resource: object,
+                         req_succeeded: bool) -> None:
+        if not self._enabled:
+            return original(self, req, resp, resource, req_succeeded)
+        started = getattr(req.context, "started", None)
+        elapsed = time.perf_counter() - started if started is not None else 0.0
+        route = req.uri_template or "unmatched"
+        status = resp.status_code
+        self._metrics.requests.labels(route, str(status)).inc()
+        self._metrics.latency.labels(route).observe(elapsed)
+        ctx = req.context
+        entry = {"ts": round(time.time(), 3), "request_id": ctx.get("request_id"), "method": req.method,
+                 "path": req.path, "status": status, "ms": round(elapsed * 1000, 2), "client": req.remote_addr}
+        for key in ("model", "served_model", "endpoint", "stream"):
+            value = ctx.get(key)
+            if value is not None:
+                entry[key] = value
+        line = json.dumps(entry) + "\n"
+        with lock:
+            pending.append(line)
+        return None
+
+    middleware.AccessLogMiddleware.process_response = process_response  # type: ignore[method-assign]
+
+
+def main() -> int:
+    enabled = _enabled()
+    for name in ALL:
+        if name in enabled:
+            globals()[f"patch_{name}"]()
+    from gateway.cli import main as cli_main
+
+    return cli_main(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
