@@ -13,8 +13,11 @@ from typing import Any
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
-_WORDS = ("edge box gateway model token stream camera frame jetson memory core thread request answer "
-          "latency backend local vector sentence fast small busy quiet warm cold").split()
+_WORDS = [
+    "edge", "box", "gateway", "model", "token", "stream", "camera", "frame", "jetson", "memory", "core", "thread",
+    "request", "answer", "latency", "backend", "local", "vector", "sentence", "fast", "small", "busy", "quiet",
+    "warm", "cold",
+]
 
 
 def sentences(n: int) -> list[str]:

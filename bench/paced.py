@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -76,7 +77,7 @@ def check(url: str, streams: int = 3) -> dict[str, Any]:
     runs = [arrivals(url) for _ in range(streams)]
     paced_runs = 0
     for times in runs:
-        gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(times)]
         if times and times[0] < 0.25 * times[-1] and sum(g > GAP / 2 for g in gaps) >= 0.8 * len(gaps):
             paced_runs += 1
     last = runs[-1]

@@ -3,13 +3,14 @@ they can be measured side by side with the shipped code (``python -m bench.run -
 
 bench/ must not change gateway/: the lead ports these into gateway/upstream.py,
 gateway/resources/limits.py and gateway/middleware.py. BENCH_PATCHES (comma list, default all)
-picks which apply, to measure each one's share.
+picks which apply (default: RECOMMENDED), to measure each one's share.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -18,14 +19,17 @@ from typing import Any
 import httpx
 
 from gateway import middleware, upstream
-from gateway.errors import ServerBusy
+from gateway.errors import InvalidRequest, ServerBusy
 from gateway.resources import limits
 
-ALL = ("transport", "limiter", "accesslog")
+ALL = ("transport", "fastclient", "limiter", "accesslog", "drain", "errors")
+# accesslog saves only ~30-50 us/request and bypasses logging (tests read vilms.access records): not proposed.
+RECOMMENDED = ("transport", "fastclient", "limiter", "drain", "errors")
+_FAST = False
 
 
 def _enabled() -> set[str]:
-    raw = os.environ.get("BENCH_PATCHES", ",".join(ALL))
+    raw = os.environ.get("BENCH_PATCHES", ",".join(RECOMMENDED))
     return {p.strip() for p in raw.split(",") if p.strip()}
 
 
@@ -50,7 +54,9 @@ def _transport(self: upstream.Upstreams, base_url: str) -> tuple[httpx.BaseTrans
 
 
 def _send(self: upstream.Upstreams, endpoint: str, path: str, body: bytes, timeout: float,
-          connect: float) -> httpx.Response:
+          connect: float) -> Any:
+    if _FAST and self._transport is None:  # tests inject httpx transports; keep those on httpx
+        return _pool(self, endpoint).post(path, body, read_timeout=timeout, connect_timeout=connect)
     transport, prefix = _transport(self, endpoint)
     request = httpx.Request(
         "POST", prefix + path, content=body, headers={"content-type": "application/json"},
@@ -59,6 +65,23 @@ def _send(self: upstream.Upstreams, endpoint: str, path: str, body: bytes, timeo
     response = transport.handle_request(request)
     response.request = request
     return response
+
+
+def _pool(self: upstream.Upstreams, base_url: str) -> Any:
+    from bench.fastclient import Pool
+
+    pools: dict[str, Pool] = self.__dict__.setdefault("_pools", {})
+    found = pools.get(base_url)
+    if found is None:
+        with self._lock:
+            found = pools.setdefault(base_url, Pool(base_url, self.settings.threads + 4))
+    return found
+
+
+# -- 1b. fastclient: http.client instead of httpcore under it (bench/fastclient.py) ------------
+def patch_fastclient() -> None:
+    global _FAST
+    _FAST = True
 
 
 def patch_transport() -> None:
@@ -96,7 +119,7 @@ def patch_transport() -> None:
                 failures.append(upstream._Failure(endpoint, "model_missing", status, content))
                 self.record_failure(endpoint, "http_404", counts_for_cooldown=False)
                 return None
-            raise upstream.InvalidRequest(upstream._upstream_message(content, status), status=status,
+            raise InvalidRequest(upstream._upstream_message(content, status), status=status,
                                           code="upstream_rejected")
         return None
 
@@ -107,6 +130,8 @@ def patch_transport() -> None:
         close(self)
         for transport, _ in self.__dict__.get("_transports", {}).values():
             transport.close()
+        for pool in self.__dict__.get("_pools", {}).values():
+            pool.close()
 
     upstream.Upstreams.close = _close  # type: ignore[method-assign]
 
@@ -114,9 +139,10 @@ def patch_transport() -> None:
 # -- 2. limiter: wait briefly for a slot instead of answering 429 at once ----------------------
 # With threads=16 and 15 slots, a burst of 32 fast requests puts a 16th thread on a chat request
 # while 15 are between send and receive: an instant 429 although the slot frees within a
-# millisecond. A short wait keeps /health answerable (it waits at most SLOT_WAIT per queued chat
-# request ahead of it) and turns those 429s into ordinary queueing.
-SLOT_WAIT = 0.25
+# millisecond. A short wait turns those 429s into ordinary queueing and keeps /health answerable:
+# with every slot held by a wedged backend, /health waits at most SLOT_WAIT per chat request queued
+# ahead of it, so the wait must stay short.
+SLOT_WAIT = 0.05
 
 
 def patch_limiter() -> None:
@@ -169,6 +195,67 @@ def patch_accesslog() -> None:
         return None
 
     middleware.AccessLogMiddleware.process_response = process_response  # type: ignore[method-assign]
+
+
+# -- 4. drain: close keep-alive connections on SIGTERM ----------------------------------------
+# server.serve() stops accepting but keeps serving every request that arrives on an open keep-alive
+# connection, so under steady load (OpenAI clients keep connections alive) the drain never ends:
+# after drain-seconds the process exits with requests in flight and their clients get a ReadError.
+# Fix: from SIGTERM on, answer every request with "Connection: close", close idle connections, and
+# finish when no request is in flight and no client connection is left.
+def patch_drain() -> None:
+    from waitress.channel import HTTPChannel
+
+    from gateway import server as gw_server
+
+    def close_after_current(server: Any) -> int:
+        """Event-loop thread only (via the trigger). Returns the client connections still open."""
+        open_channels = 0
+        for channel in list(server._map.values()):
+            if not isinstance(channel, HTTPChannel):
+                continue
+            open_channels += 1
+            with channel.requests_lock:
+                if channel.requests:
+                    for request in channel.requests:  # waitress reads this when it writes the head
+                        request.headers["CONNECTION"] = "close"
+                elif channel.request is None and not channel.total_outbufs_len:
+                    channel.will_close = True  # idle keep-alive: closed on the loop's next pass
+        return open_channels
+
+    def _drain(server: Any, tracker: Any, limit: float) -> None:
+        deadline = time.monotonic() + limit
+        state = {"open": 1}
+
+        def mark() -> None:
+            state["open"] = close_after_current(server)
+
+        while time.monotonic() < deadline:
+            server.trigger.pull_trigger(mark)
+            time.sleep(0.05)
+            if tracker.count == 0 and state["open"] == 0:
+                break
+        else:
+            gw_server.log.warning("drain limit of %.0f s reached with %d request(s) in flight", limit, tracker.count)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    gw_server._drain = _drain
+
+
+# -- 5. errors: waitress's own 4xx in OpenAI's shape -------------------------------------------
+# waitress answers malformed HTTP and bodies over max_request_body_size itself, in text/plain,
+# before the app runs: an oversized image upload gets "Request Entity Too Large ... (generated by
+# vilms-gateway)" instead of the JSON error every other 4xx has.
+def patch_errors() -> None:
+    from waitress import utilities
+
+    def to_response(self: Any, ident: str | None = None) -> tuple[str, list[tuple[str, str]], bytes]:
+        kind = "invalid_request_error" if self.code < 500 else "api_error"
+        message = f"{self.reason}: {self.body}" if self.body else self.reason
+        body = json.dumps({"error": {"message": message, "type": kind, "param": None, "code": None}}).encode()
+        return f"{self.code} {self.reason}", [("Content-Type", "application/json")], body
+
+    utilities.Error.to_response = to_response
 
 
 def main() -> int:

@@ -23,7 +23,7 @@ from bench.backend import StaticBackend
 OUT = Path(__file__).resolve().parent / "out"
 KINDS = {  # kind -> (concurrencies, direct path, model, stream)
     "chat": ((1, 8, 32), "/plain/v1/chat/completions", bodies.CHAT_MODEL, False),
-    "stream": ((1, 8), "/sse/v1/chat/completions", bodies.STREAM_MODEL, True),
+    "stream": ((8,), "/sse/v1/chat/completions", bodies.STREAM_MODEL, True),  # c=1: see run_streams
     "embed": ((8,), "/embed/v1/embeddings", bodies.EMBED_MODEL, False),
 }
 
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="1 round of 2 s runs (about 2 minutes)")
     parser.add_argument("--rounds", type=int, help="alternating rounds (default 3, quick 1)")
-    parser.add_argument("--seconds", type=float, help="seconds per wrk run (default 5, quick 2)")
+    parser.add_argument("--seconds", type=float, help="seconds per wrk run (default 4, quick 2)")
     parser.add_argument("--no-litellm", action="store_true", help="skip the LiteLLM peer")
     parser.add_argument("--no-embeddings", action="store_true", help="skip the local embedding comparison")
     parser.add_argument("--proposed", action="store_true",
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=OUT / "results.json")
     args = parser.parse_args(argv)
     rounds = args.rounds or (1 if args.quick else 3)
-    seconds = args.seconds or (2.0 if args.quick else 5.0)
+    seconds = args.seconds or (2.0 if args.quick else 4.0)
     if not wrkload.available():
         print("wrk is not installed: apt-get install -y wrk nginx-light", file=sys.stderr)
         return 2

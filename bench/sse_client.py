@@ -27,7 +27,8 @@ class StreamTiming:
             return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
         return {
-            "streams": len(self.ttft_ms), "failures": self.failures, "server_closed": self.reconnects, "events_per_stream": self.events,
+            "streams": len(self.ttft_ms), "failures": self.failures, "server_closed": self.reconnects,
+            "events_per_stream": self.events,
             "ttft_p50_ms": statistics.median(self.ttft_ms) if self.ttft_ms else float("nan"),
             "ttft_p99_ms": pct(self.ttft_ms, 0.99),
             "last_byte_p50_ms": statistics.median(self.last_byte_ms) if self.last_byte_ms else float("nan"),

@@ -60,7 +60,8 @@ def verdicts(results: dict[str, Any], name: str = "gateway") -> list[dict[str, A
     load = results.get("load", {})
 
     def row(kind: str, conc: int, target: str = name) -> dict[str, Any]:
-        return load.get(kind, {}).get(str(conc), {}).get(target, {})
+        found: dict[str, Any] = load.get(kind, {}).get(str(conc), {}).get(target, {})
+        return found
 
     chat1, chat8, chat32 = row("chat", 1), row("chat", 8), row("chat", 32)
     peer32 = row("chat", 32, "litellm")

@@ -111,18 +111,20 @@ class Load:
     """Client threads looping until stopped; each outcome is (started, finished, status or error)."""
 
     url: str
+    keepalive: bool = True
     outcomes: list[tuple[float, float, Any]] = field(default_factory=list)
-    streams: list[tuple[float, list[str]]] = field(default_factory=list)
+    streams: list[tuple[float, float, list[str]]] = field(default_factory=list)  # started, elapsed, events
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
 
-    def start(self, plain: int, streaming: int = 0, body: dict[str, Any] = CHAT) -> Load:
+    def start(self, plain: int, streaming: int = 0, body: dict[str, Any] = CHAT, stagger: float = 0.0) -> Load:
         for _ in range(plain):
             self._threads.append(threading.Thread(target=self._plain, args=(body,), daemon=True))
         for _ in range(streaming):
             self._threads.append(threading.Thread(target=self._streaming, args=(body,), daemon=True))
         for t in self._threads:
             t.start()
+            time.sleep(stagger)  # spread the clients' phases so some are always mid-request
         return self
 
     def stop(self) -> None:
@@ -132,7 +134,8 @@ class Load:
         assert not any(t.is_alive() for t in self._threads), "a client thread hung"
 
     def _loop(self, once: Callable[[httpx.Client], None]) -> None:
-        with httpx.Client(timeout=8, trust_env=False) as client:
+        limits = httpx.Limits(max_keepalive_connections=None if self.keepalive else 0)
+        with httpx.Client(timeout=8, trust_env=False, limits=limits) as client:
             for _ in range(2000):  # bounded; stop() ends it long before
                 if self._stop.is_set():
                     return
@@ -156,7 +159,7 @@ class Load:
             with client.stream("POST", self.url + "/v1/chat/completions", json={**body, "stream": True}) as resp:
                 assert resp.status_code == 200, resp.read()
                 events = [line[6:] for line in resp.iter_lines() if line.startswith("data: ")]
-            self.streams.append((time.monotonic() - started, events))
+            self.streams.append((started, time.monotonic() - started, events))
 
         self._loop(once)
 
@@ -204,17 +207,18 @@ def test_killing_the_primary_host_under_load_loses_no_request(tmp_path: Path) ->
     assert served_by_b_while_a_dead > 10
     assert len(load.streams) > 10
     interrupted = 0
-    for elapsed, events in load.streams:
+    for started, elapsed, events in load.streams:
         assert elapsed < 5, "a stream hung"
         assert events[-1] == "[DONE]"
         payloads = [json.loads(e) for e in events[:-1]]
         errors = [p for p in payloads if "error" in p]
         if errors:  # cut mid-stream: whole events, then one error event, then [DONE]
             interrupted += 1
+            assert started < killed_at, "a stream begun after the kill was cut: failover missed it"
             assert errors == [payloads[-1]] and errors[0]["error"]["code"] == "upstream_stream_interrupted"
         else:
             assert payloads[-1]["choices"][0]["finish_reason"] == "stop"
-    assert interrupted <= 2  # at most the streams in flight on A when it died
+    assert interrupted < len(load.streams) / 2
 
 
 def test_backend_that_never_answers_gives_504s_while_health_stays_responsive(tmp_path: Path) -> None:
@@ -466,19 +470,27 @@ def test_http_level_garbage_is_answered_in_openai_shape(protocol_replies: dict[s
         assert isinstance(json.loads(body)["error"]["message"], str)
 
 
-def test_restart_under_load_drains_in_flight_requests_and_comes_back_fast(tmp_path: Path) -> None:
+@pytest.mark.parametrize("keepalive", [
+    pytest.param(False, id="new-connection-per-request"),
+    # OpenAI clients keep connections alive. The gateway keeps serving requests that arrive on them
+    # after SIGTERM, so the drain runs into drain-seconds and exits with requests in flight (their
+    # clients get a ReadError). bench/RESULTS.md proposes the fix for gateway/server.py:_drain.
+    pytest.param(True, id="keep-alive", marks=pytest.mark.xfail(
+        reason="drain never ends while keep-alive clients keep sending (gateway/server.py:_drain)", strict=False)),
+])
+def test_restart_under_load_drains_in_flight_requests_and_comes_back_fast(tmp_path: Path, keepalive: bool) -> None:
     with StandinServer.ollama(models=["qwen3:4b"], name="slowish") as backend:
-        backend.set_fault("slow", seconds=0.4, paths=["/v1/chat/completions"])
+        backend.set_fault("slow", seconds=0.5, paths=["/v1/chat/completions"])
         doc = gateway_config([{"name": "qwen3:4b", "engine": "ollama"}], ollama=[backend.url])
         port = _free_port()
         old = _launch(doc, tmp_path, port, threads=8, tag="-old")
-        load = Load(old.url).start(plain=4)
+        load = Load(old.url, keepalive=keepalive).start(plain=5, stagger=0.1)
         new: Served | None = None
         try:
             time.sleep(1.0)
             old.proc.send_signal(signal.SIGTERM)  # what `systemctl restart` sends first
             term_at = time.monotonic()
-            assert old.proc.wait(timeout=10) == 0, old.stderr()[-2000:]
+            assert old.proc.wait(timeout=5) == 0, old.stderr()[-2000:]
             exited_at = time.monotonic()
             new = _launch(doc, tmp_path, port, threads=8, tag="-new")
             time.sleep(1.0)

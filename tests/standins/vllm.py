@@ -231,9 +231,15 @@ KNOWN_FLAGS = {
     "--chunk-delay",
     "--embedding-dim",
     "--quiet",
+    "--help",
+    "-h",
+    "--version",
 }
 BOOLEAN_FLAGS = {
     "--quiet",
+    "--help",
+    "-h",
+    "--version",
     "--trust-remote-code",
     "--enforce-eager",
     "--disable-log-requests",
@@ -288,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-delay", type=float, default=float(os.environ.get("STANDIN_CHUNK_DELAY", "0.05")))
     p.add_argument("--embedding-dim", type=int, default=1024)
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--version", action="version", version=VERSION)
     return p
 
 
