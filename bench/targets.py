@@ -98,7 +98,7 @@ def gateway_config(backend_url: str, *, local_embeddings: bool = False, threads:
 
 
 def start_gateway(backend_url: str, port: int, cpu: int | None, *, name: str = "gateway",
-                  patched: bool = False, **config: Any) -> Target:
+                  patched: bool = False, env: dict[str, str] | None = None, **config: Any) -> Target:
     """``patched`` runs bench/proposed.py: the gateway with the hot-path changes RESULTS.md proposes."""
     workdir = Path(tempfile.mkdtemp(prefix="bench-gw-"))
     path = workdir / "config.yaml"
@@ -109,10 +109,11 @@ def start_gateway(backend_url: str, port: int, cpu: int | None, *, name: str = "
         cmd = [sys.executable, "-m", "bench.proposed", *args]
     else:
         cmd = [str(exe), *args] if exe.exists() else [sys.executable, "-m", "gateway", *args]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(ROOT),
+                **(env or {})}
     started = time.monotonic()
     proc = subprocess.Popen(_pinned(cmd, cpu), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=env, cwd=workdir)
+                            env=full_env, cwd=workdir)
     url = f"http://127.0.0.1:{port}"
     ready = _wait_ready(proc, url + "/health/ready", started, 30)
     return Target(name, url, proc, ready, workdir, started)

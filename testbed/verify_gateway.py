@@ -4,7 +4,8 @@
 Used by the Molecule scenarios' verify step and by `testbed/demo.sh`:
 
     verify_gateway.py --url http://172.17.0.2:8989/v1 --api-key KEY \
-        --model LLM --expect-model qwen3:4b-instruct --embedding-model Embedding
+        --model LLM --model Qwen3-vllm --expect-model qwen3:4b-instruct \
+        --embedding-model Embedding
 
 Each check prints PASS/FAIL with what it saw; the last line is "N passed, M failed"
 and the exit status is non-zero when anything failed.
@@ -17,6 +18,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 
 import openai
 from openai import OpenAI
@@ -135,13 +137,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", required=True, help="gateway base URL, e.g. http://HOST:8989/v1")
     parser.add_argument("--api-key", default="", help="bearer key (empty: the gateway has no auth)")
-    parser.add_argument("--model", default="LLM", help="chat model name or alias")
     parser.add_argument(
-        "--expect-model", action="append", default=[], help="a model id /v1/models must list"
+        "--model", action="append", default=[], help="chat model name or alias (repeatable; default LLM)"
     )
-    parser.add_argument(
-        "--embedding-model", default="", help="embedding model name or alias (empty: skip)"
-    )
+    parser.add_argument("--expect-model", action="append", default=[], help="a model id /v1/models must list")
+    parser.add_argument("--embedding-model", default="", help="embedding model name or alias (empty: skip)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
     return parser.parse_args(argv)
 
@@ -151,13 +151,12 @@ def main(argv: list[str]) -> int:
     url = args.url.rstrip("/")
     if not url.endswith("/v1"):
         url += "/v1"
-    client = OpenAI(
-        base_url=url, api_key=args.api_key or "none", timeout=args.timeout, max_retries=0
-    )
+    client = OpenAI(base_url=url, api_key=args.api_key or "none", timeout=args.timeout, max_retries=0)
     checks = Checks()
     checks.run("list models", lambda: check_models(client, args.expect_model))
-    checks.run("chat completion", lambda: check_chat(client, args.model))
-    checks.run("streamed chat completion", lambda: check_stream(client, args.model))
+    for model in args.model or ["LLM"]:
+        checks.run(f"chat completion ({model})", partial(check_chat, client, model))
+        checks.run(f"streamed chat completion ({model})", partial(check_stream, client, model))
     if args.embedding_model:
         checks.run("embeddings", lambda: check_embeddings(client, args.embedding_model))
     checks.run("unknown model is 404", lambda: check_unknown_model(client))
