@@ -22,9 +22,9 @@ from gateway import middleware, upstream
 from gateway.errors import InvalidRequest, ServerBusy
 from gateway.resources import limits
 
-ALL = ("transport", "fastclient", "limiter", "accesslog", "drain", "errors")
+ALL = ("transport", "fastclient", "limiter", "accesslog", "drain", "errors", "gcfreeze", "threads")
 # accesslog saves only ~30-50 us/request and bypasses logging (tests read vilms.access records): not proposed.
-RECOMMENDED = ("transport", "fastclient", "limiter", "drain", "errors")
+RECOMMENDED = ("transport", "fastclient", "limiter", "drain", "errors", "threads")
 _FAST = False
 
 
@@ -256,6 +256,42 @@ def patch_errors() -> None:
         return f"{self.code} {self.reason}", [("Content-Type", "application/json")], body
 
     utilities.Error.to_response = to_response
+
+
+# -- 6. gcfreeze: keep start-up objects out of the cyclic GC's full collections -------------------
+# Every request allocates container objects; each ~700 net allocations trigger a young collection and
+# every 10th of those an older one, and full collections walk every object the imports created.
+def patch_gcfreeze() -> None:
+    import gc
+
+    from gateway import server as gw_server
+
+    original = gw_server.serve
+
+    def serve(gateway: Any, **kwargs: Any) -> None:
+        gc.collect()
+        gc.freeze()  # what is alive now (modules, config, app) is never scanned again
+        original(gateway, **kwargs)
+
+    gw_server.serve = serve
+
+
+# -- 7. threads: --threads also sizes the request slots and the upstream pools ---------------------
+# `serve --threads 3` with no `threads:` in the file left the limiter at 15 slots (16 - 1): every
+# waitress thread could then sit on a wedged backend and /health waited for a 504 to free one.
+def patch_threads() -> None:
+    import dataclasses
+
+    from gateway import cli
+
+    original = cli._serve
+
+    def _serve(config: Any, args: Any) -> int:
+        if args.threads:
+            config = dataclasses.replace(config, service=dataclasses.replace(config.service, threads=args.threads))
+        return original(config, args)
+
+    cli._serve = _serve
 
 
 def main() -> int:

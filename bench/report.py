@@ -13,15 +13,16 @@ def _fmt(value: Any) -> str:
 
 def markdown(results: dict[str, Any]) -> str:
     lines = [f"## Load (wrk, {results['meta']['rounds']} rounds x {results['meta']['seconds']} s, medians)", "",
-             "| kind | c | target | req/s | p50 ms | p99 ms | added p50 | added p99 | proxy CPU us/req | errors |"
-             " wrk CPU share |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| kind | c | target | req/s | p50 ms | p99 ms | added p50 | added p99 | added p99 best round |"
+             " proxy CPU us/req | errors | wrk CPU share |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for kind, by_conc in results.get("load", {}).items():
         for conc, rows in by_conc.items():
             for target, r in rows.items():
                 lines.append("| " + " | ".join(_fmt(v) for v in (
                     kind, conc, target, r["ok_rps"], r["p50_ms"], r["p99_ms"], r.get("added_p50_ms"),
-                    r.get("added_p99_ms"), r["proxy_cpu_us_per_req"] if target != "direct" else None,
+                    r.get("added_p99_ms"), r.get("added_p99_best_ms"),
+                    r["proxy_cpu_us_per_req"] if target != "direct" else None,
                     r["errors"], r["wrk_cpu_share"])) + " |")
     if results.get("ratios"):
         lines += ["", "## Gateway vs LiteLLM", "", "| kind@c | throughput x | CPU/req x less | added p50 x less |",

@@ -32,7 +32,7 @@ from tests.standins.fixtures import StandinServer
 
 USER = [{"role": "user", "content": "hello"}]
 CHAT = {"model": "qwen3:4b", "messages": USER}
-STARTUP_TARGET_S = 1.0  # the issue's "ready <= 1 s after start"
+STARTUP_TARGET_S = 1.0  # the issue's "ready <= 1 s after start"; bench/ measures it, drills allow 1.5x for busy CI
 
 
 # -- a served gateway ------------------------------------------------------------------------------
@@ -53,10 +53,14 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _launch(doc: dict[str, Any], tmp: Path, port: int, threads: int, tag: str = "") -> Served:
+def _launch(doc: dict[str, Any], tmp: Path, port: int, threads: int, tag: str = "",
+            threads_in_config: bool = True) -> Served:
     config = tmp / "config.yaml"
-    # The config's thread count sizes the request slots; --threads alone sizes only waitress's pool.
-    config.write_text(yaml.safe_dump({**doc, "gateway": {**doc.get("gateway", {}), "threads": threads}}))
+    # The config's thread count sizes the request slots; --threads alone sizes only waitress's pool
+    # (see test_threads_flag_alone_keeps_health_answerable).
+    if threads_in_config:
+        doc = {**doc, "gateway": {**doc.get("gateway", {}), "threads": threads}}
+    config.write_text(yaml.safe_dump(doc))
     stderr_path = tmp / f"gateway{tag}.stderr"
     started = time.monotonic()
     proc = subprocess.Popen(
@@ -263,6 +267,32 @@ def test_backend_that_never_answers_gives_504s_while_health_stays_responsive(tmp
         else:
             assert elapsed < 1.0 and resp.headers["Retry-After"]
     assert after.status_code == 200
+
+
+@pytest.mark.xfail(reason="--threads sizes waitress's pool but not the request slots (gateway/cli.py:_serve)",
+                   strict=False)
+def test_threads_flag_alone_keeps_health_answerable(tmp_path: Path) -> None:
+    """`vilms-gateway serve --threads 3` with no `threads:` in the file, as a user runs it by hand."""
+    with StandinServer.ollama(models=["qwen3:4b"], name="wedged") as backend:
+        doc = gateway_config([{"name": "qwen3:4b", "engine": "ollama"}], ollama=[backend.url],
+                             gateway={"request-deadline": 1.5, "read-timeout": 60, "probe-interval": 60})
+        served = _launch(doc, tmp_path, _free_port(), threads=3, threads_in_config=False)
+        try:
+            backend.set_fault("hang", paths=["/v1/chat/completions"])
+            callers = [threading.Thread(target=httpx.post, args=(served.url + "/v1/chat/completions",),
+                                        kwargs={"json": CHAT, "timeout": 10}) for _ in range(3)]
+            for c in callers:
+                c.start()
+            time.sleep(0.3)
+            started = time.monotonic()
+            assert httpx.get(served.url + "/health", timeout=5).status_code == 200
+            waited = time.monotonic() - started
+            for c in callers:
+                c.join(timeout=10)
+        finally:
+            backend.clear_fault()
+            _stop(served)
+    assert waited < 0.5, f"/health waited {waited:.2f} s for a worker thread"
 
 
 def _bad_inputs(image_url: str, dead_url: str, backend_url: str) -> list[tuple[str, dict[str, Any], set[int]]]:
