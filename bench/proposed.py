@@ -1,9 +1,11 @@
-"""The gateway with the hot-path changes bench/RESULTS.md proposes, applied as patches at start-up so
-they can be measured side by side with the shipped code (``python -m bench.run --proposed``).
+"""The gateway with the changes bench/RESULTS.md proposes, applied as patches at start-up so they
+can be measured beside the shipped code (``python -m bench.run --proposed``) and checked against the
+test suite (``pytest -p bench.pytest_proposed``).
 
-bench/ must not change gateway/: the lead ports these into gateway/upstream.py,
-gateway/resources/limits.py and gateway/middleware.py. BENCH_PATCHES (comma list, default all)
-picks which apply (default: RECOMMENDED), to measure each one's share.
+bench/ must not change gateway/: the lead ports these into gateway/upstream.py (+ a new
+gateway/httpclient.py from bench/fastclient.py), gateway/resources/limits.py, gateway/server.py and
+gateway/cli.py. BENCH_PATCHES (a comma list) picks which apply (default: RECOMMENDED), to measure
+each one's share. ``accesslog`` and ``gcfreeze`` were tried and are not proposed.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -57,6 +58,9 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
     from gateway.server import serve
 
     _configure_logging(args.log_level)
+    if args.threads:
+        # --threads sizes the request slots and backend pools too, not only waitress's pool.
+        config = dataclasses.replace(config, service=dataclasses.replace(config.service, threads=args.threads))
     service = config.service
     try:
         gateway = Gateway(config)

@@ -4,6 +4,7 @@ stop accepting, let in-flight requests finish, then exit."""
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -14,6 +15,8 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import waitress
+from waitress import utilities as waitress_utilities
+from waitress.channel import HTTPChannel
 
 from gateway.app import Gateway
 
@@ -65,6 +68,7 @@ class _Closing:
 
 def serve(gateway: Gateway, *, host: str, port: int, threads: int) -> None:
     service = gateway.config.service
+    _openai_shaped_waitress_errors()
     tracker = InflightTracker(gateway.app)
     server: Any = waitress.create_server(
         tracker,
@@ -72,7 +76,7 @@ def serve(gateway: Gateway, *, host: str, port: int, threads: int) -> None:
         port=port,
         threads=threads,
         connection_limit=service.connection_limit,
-        # waitress answers oversize bodies itself; ours answers first (OpenAI shape) via Content-Length.
+        # Bodies announced too big get our 413 via Content-Length; waitress cuts chunked ones.
         max_request_body_size=service.max_body_bytes + 1,
         channel_timeout=max(120, int(service.read_timeout) + 10),
         ident="vilms-gateway",
@@ -101,14 +105,51 @@ def serve(gateway: Gateway, *, host: str, port: int, threads: int) -> None:
         log.info("vilms-gateway stopped")
 
 
+def _close_after_current(server: Any) -> int:
+    """On the event-loop thread (via the trigger): answer what is queued with ``Connection: close``
+    and close idle keep-alive connections. Returns the client connections still open."""
+    open_channels = 0
+    for channel in list(server._map.values()):
+        if not isinstance(channel, HTTPChannel):
+            continue
+        open_channels += 1
+        with channel.requests_lock:
+            if channel.requests:
+                for request in channel.requests:  # waitress reads this when it writes the head
+                    request.headers["CONNECTION"] = "close"
+            elif channel.request is None and not channel.total_outbufs_len:
+                channel.will_close = True
+    return open_channels
+
+
 def _drain(server: Any, tracker: InflightTracker, limit: float) -> None:
+    # OpenAI clients keep connections alive, and waitress keeps serving requests that arrive on open
+    # connections: without closing them the drain would never end under steady load.
     deadline = time.monotonic() + limit
+    state = {"open": 1}
+
+    def mark() -> None:
+        state["open"] = _close_after_current(server)
+
     while time.monotonic() < deadline:
-        flushed = all(not getattr(ch, "total_outbufs_len", 0) for ch in list(server._map.values()))
-        if tracker.count == 0 and flushed:
-            break
+        server.trigger.pull_trigger(mark)
         time.sleep(0.05)
+        if tracker.count == 0 and state["open"] == 0:
+            break
     else:
         log.warning("drain limit of %.0f s reached with %d request(s) in flight", limit, tracker.count)
     # waitress leaves its loop cleanly on KeyboardInterrupt; SIGINT delivers one to the main thread.
     os.kill(os.getpid(), signal.SIGINT)
+
+
+def _openai_shaped_waitress_errors() -> None:
+    """waitress answers malformed HTTP and oversize bodies itself, before the app runs, in text/plain.
+    It has no hook for that page, so its one renderer is replaced: every 4xx has OpenAI's shape."""
+
+    def to_response(self: Any, ident: str | None = None) -> tuple[str, list[tuple[str, str]], bytes]:
+        kind = "invalid_request_error" if self.code < 500 else "api_error"
+        message = f"{self.reason}: {self.body}" if self.body else self.reason
+        body = json.dumps({"error": {"message": message, "type": kind, "param": None, "code": None}}).encode()
+        return f"{self.code} {self.reason}", [("Content-Type", "application/json")], body
+
+    waitress_utilities.Error.to_response = to_response

@@ -1,5 +1,5 @@
 """Calls to the engines: endpoints tried in order, retries with bounded backoff, cooldown of endpoints
-that keep failing, one pooled keep-alive httpx client per backend, and a per-request deadline."""
+that keep failing, one pooled keep-alive connection pool per backend, and a per-request deadline."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from gateway.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from gateway.httpclient import Pool, Response
 from gateway.metrics import Metrics
 from gateway.routing import Target
 
@@ -40,7 +41,7 @@ class EndpointState:
 class UpstreamResult:
     """A backend's successful answer. For streams the body is still open: iterate ``chunks``."""
 
-    response: httpx.Response
+    response: Response
     target: Target
     endpoint: str
     content: bytes = b""
@@ -67,21 +68,29 @@ class Upstreams:
         settings: ServiceSettings,
         *,
         metrics: Metrics | None = None,
-        transport: httpx.BaseTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
-        self._transport = transport
         self._clock = clock
         self._sleep = sleep
         self._clients: dict[str, httpx.Client] = {}
+        self._pools: dict[str, Pool] = {}
         self._states: dict[str, EndpointState] = {}
         self._lock = threading.Lock()
 
     # -- endpoint bookkeeping -----------------------------------------------------------------
+    def pool(self, base_url: str) -> Pool:
+        """The keep-alive pool that carries requests to one backend (the hot path)."""
+        pool = self._pools.get(base_url)
+        if pool is None:
+            with self._lock:
+                pool = self._pools.setdefault(base_url, Pool(base_url, self.settings.threads + 4))
+        return pool
+
     def client(self, base_url: str) -> httpx.Client:
+        """An httpx client for the same backend, for probes (off the hot path)."""
         client = self._clients.get(base_url)
         if client is None:
             with self._lock:
@@ -90,7 +99,6 @@ class Upstreams:
                     pool = self.settings.threads + 4
                     client = httpx.Client(
                         base_url=base_url,
-                        transport=self._transport,
                         limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
                         timeout=httpx.Timeout(self.settings.read_timeout, connect=self.settings.connect_timeout),
                         trust_env=False,
@@ -139,6 +147,8 @@ class Upstreams:
     def close(self) -> None:
         for client in list(self._clients.values()):
             client.close()
+        for pool in list(self._pools.values()):
+            pool.close()
 
     # -- calls --------------------------------------------------------------------------------
     def call(
@@ -185,7 +195,7 @@ class Upstreams:
         stream: bool,
         failures: list[_Failure],
     ) -> UpstreamResult | None:
-        client = self.client(endpoint)
+        pool = self.pool(endpoint)
         for attempt in range(self.settings.retries + 1):
             remaining = deadline - self._clock()
             if remaining <= 0:
@@ -193,15 +203,12 @@ class Upstreams:
                     "The request deadline passed before a backend answered. Tried: "
                     + (", ".join(f.describe() for f in failures) or "none"),
                 )
-            timeout = httpx.Timeout(
-                min(self.settings.read_timeout, remaining),
-                connect=min(self.settings.connect_timeout, remaining),
-            )
-            request = client.build_request(
-                "POST", path, content=body, headers={"content-type": "application/json"}, timeout=timeout
-            )
             try:
-                response = client.send(request, stream=True)
+                response = pool.post(
+                    path, body,
+                    read_timeout=min(self.settings.read_timeout, remaining),
+                    connect_timeout=min(self.settings.connect_timeout, remaining),
+                )
             except httpx.TimeoutException as exc:
                 kind = "connect_timeout" if isinstance(exc, httpx.ConnectTimeout) else "timeout"
                 self._fail(failures, endpoint, kind)
@@ -230,7 +237,7 @@ class Upstreams:
         return None
 
     def _accept(
-        self, response: httpx.Response, target: Target, endpoint: str, stream: bool, failures: list[_Failure]
+        self, response: Response, target: Target, endpoint: str, stream: bool, failures: list[_Failure]
     ) -> UpstreamResult | None:
         try:
             if stream:
@@ -256,7 +263,7 @@ class Upstreams:
         self.record_failure(endpoint, kind)
 
     @staticmethod
-    def _read_quietly(response: httpx.Response) -> bytes:
+    def _read_quietly(response: Response) -> bytes:
         try:
             return response.read()
         except httpx.HTTPError:
@@ -264,9 +271,9 @@ class Upstreams:
         finally:
             response.close()
 
-    def _backoff(self, attempt: int, response: httpx.Response) -> float:
+    def _backoff(self, attempt: int, response: Response) -> float:
         delay = self.settings.backoff_base * (2**attempt)
-        retry_after = response.headers.get("retry-after", "")
+        retry_after = response.headers.get("retry-after") or ""
         if retry_after.replace(".", "", 1).isdigit():
             delay = max(delay, float(retry_after))
         return float(min(delay, self.settings.backoff_max))

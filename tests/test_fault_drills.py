@@ -269,8 +269,6 @@ def test_backend_that_never_answers_gives_504s_while_health_stays_responsive(tmp
     assert after.status_code == 200
 
 
-@pytest.mark.xfail(reason="--threads sizes waitress's pool but not the request slots (gateway/cli.py:_serve)",
-                   strict=False)
 def test_threads_flag_alone_keeps_health_answerable(tmp_path: Path) -> None:
     """`vilms-gateway serve --threads 3` with no `threads:` in the file, as a user runs it by hand."""
     with StandinServer.ollama(models=["qwen3:4b"], name="wedged") as backend:
@@ -360,7 +358,7 @@ def _bad_inputs(image_url: str, dead_url: str, backend_url: str) -> list[tuple[s
     ]
 
 
-# Refused by waitress before the app runs (text/plain body); see the xfail shape test below.
+# Refused by waitress before the app runs; the gateway renders those answers in OpenAI's shape too.
 WAITRESS_ANSWERS = {"huge body", "a million-token string"}
 
 
@@ -492,8 +490,6 @@ def test_http_level_garbage_gets_a_4xx_and_no_traceback(protocol_replies: dict[s
         assert b"Traceback" not in body, what
 
 
-@pytest.mark.xfail(reason="waitress answers HTTP-level errors itself in text/plain before the app runs; "
-                          "bench/RESULTS.md proposes an OpenAI-shaped body (gateway/server.py)", strict=False)
 def test_http_level_garbage_is_answered_in_openai_shape(protocol_replies: dict[str, tuple[int, bytes, bytes]]) -> None:
     for _what, (_, head, body) in protocol_replies.items():
         assert b"application/json" in head.lower()
@@ -502,11 +498,8 @@ def test_http_level_garbage_is_answered_in_openai_shape(protocol_replies: dict[s
 
 @pytest.mark.parametrize("keepalive", [
     pytest.param(False, id="new-connection-per-request"),
-    # OpenAI clients keep connections alive. The gateway keeps serving requests that arrive on them
-    # after SIGTERM, so the drain runs into drain-seconds and exits with requests in flight (their
-    # clients get a ReadError). bench/RESULTS.md proposes the fix for gateway/server.py:_drain.
-    pytest.param(True, id="keep-alive", marks=pytest.mark.xfail(
-        reason="drain never ends while keep-alive clients keep sending (gateway/server.py:_drain)", strict=False)),
+    # OpenAI clients keep connections alive: the drain must close them, or it never ends under load.
+    pytest.param(True, id="keep-alive"),
 ])
 def test_restart_under_load_drains_in_flight_requests_and_comes_back_fast(tmp_path: Path, keepalive: bool) -> None:
     with StandinServer.ollama(models=["qwen3:4b"], name="slowish") as backend:

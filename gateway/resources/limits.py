@@ -6,6 +6,11 @@ import threading
 
 from gateway.errors import MethodNotAllowed, ServerBusy
 
+# A slot usually frees within a millisecond under load, so a request may wait this long for one
+# rather than bounce with a 429. It must stay short: with every slot held by a wedged backend,
+# /health queued behind such requests waits this long for each of them.
+SLOT_WAIT_SECONDS = 0.05
+
 
 class InflightLimiter:
     def __init__(self, limit: int) -> None:
@@ -13,7 +18,7 @@ class InflightLimiter:
         self._slots = threading.BoundedSemaphore(limit)
 
     def acquire(self) -> None:
-        if not self._slots.acquire(blocking=False):
+        if not self._slots.acquire(timeout=SLOT_WAIT_SECONDS):
             raise ServerBusy(
                 f"All {self.limit} request slots are busy; retry shortly.", headers={"Retry-After": "1"}
             )
