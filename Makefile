@@ -7,7 +7,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 export HF_HUB_OFFLINE := 1
 SCENARIOS ?= cpu jetson dgpu
 
-.PHONY: setup demo demo-down serve test unit lint testbed molecule clean
+.PHONY: setup demo demo-down serve test unit integration lint testbed molecule clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,11 +32,15 @@ demo-down:
 serve: setup
 	$(BIN)/vilms-gateway serve --config $(CONFIG)
 
-## The whole test suite: lint, unit and integration tests, then every Molecule scenario.
-test: setup lint unit molecule
+## The whole test suite: lint, unit tests, then the test-bed tests (ansible-runner, every Molecule scenario).
+test: setup lint unit integration molecule
 
 unit: setup
 	$(BIN)/python -m pytest -q
+
+## site.yml through ansible-runner against a systemd + Docker test host.
+integration: setup testbed
+	VILMS_REQUIRE_TESTBED=1 $(BIN)/python -m pytest -q -m testbed tests/integration
 
 lint: setup
 	$(BIN)/ruff check gateway tests testbed
