@@ -112,8 +112,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, help="seconds per wrk run (default 4, quick 2)")
     parser.add_argument("--no-litellm", action="store_true", help="skip the LiteLLM peer")
     parser.add_argument("--no-embeddings", action="store_true", help="skip the local embedding comparison")
-    parser.add_argument("--proposed", action="store_true",
-                        help="also run bench/proposed.py (the gateway with the proposed hot-path fixes)")
     parser.add_argument("--embed-threads", type=int, default=1,
                         help="torch intra-op threads for both embedding sides (default 1)")
     parser.add_argument("--out", type=Path, default=OUT / "results.json")
@@ -141,9 +139,6 @@ def main(argv: list[str] | None = None) -> int:
         log("starting gateway")
         gw = targets.start_gateway(backend.url, _port(), proxy_cpu)
         procs["gateway"] = gw
-        if args.proposed:
-            procs["gateway-proposed"] = targets.start_gateway(backend.url, _port(), proxy_cpu,
-                                                             name="gateway-proposed", patched=True)
         if not args.no_litellm:
             if targets.litellm_available():
                 log("starting LiteLLM")
@@ -159,8 +154,6 @@ def main(argv: list[str] | None = None) -> int:
         results["load"] = stats.aggregate_load(samples)
         results["samples"] = samples
         results["ratios"] = stats.ratios(results["load"])
-        if "gateway-proposed" in procs:
-            results["ratios_proposed"] = stats.ratios(results["load"], ours="gateway-proposed")
         log("stream timing")
         results["stream_timing"] = run_streams(procs, backend, rounds=rounds, count=100 if args.quick else 300)
         for name, proc in procs.items():
@@ -172,15 +165,12 @@ def main(argv: list[str] | None = None) -> int:
                 proc.stop()
     results["pacing"] = {}
     with paced.PacedBackend() as slow:
-        for name, patched in (("gateway", False), ("gateway-proposed", True)):
-            if patched and not args.proposed:
-                continue
-            log(f"pacing check ({name})")
-            gw = targets.start_gateway(slow.url, _port(), proxy_cpu, name=name, patched=patched)
-            try:
-                results["pacing"][name] = paced.check(gw.url + "/v1/chat/completions")
-            finally:
-                gw.stop()
+        log("pacing check (gateway)")
+        gw = targets.start_gateway(slow.url, _port(), proxy_cpu)
+        try:
+            results["pacing"]["gateway"] = paced.check(gw.url + "/v1/chat/completions")
+        finally:
+            gw.stop()
     if not args.no_embeddings:
         log("gateway with the local embedding engine")
         emb = targets.start_gateway(backend.url, _port(), None, local_embeddings=True,
@@ -203,8 +193,6 @@ def main(argv: list[str] | None = None) -> int:
             emb.stop()
     backend.stop()
     results["verdicts"] = {"gateway": stats.verdicts(results)}
-    if args.proposed:
-        results["verdicts"]["gateway-proposed"] = stats.verdicts(results, name="gateway-proposed")
     results["meta"]["loadavg_end"] = os.getloadavg()
     results["meta"]["wall_s"] = round(time.monotonic() - started, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)

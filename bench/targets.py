@@ -98,17 +98,14 @@ def gateway_config(backend_url: str, *, local_embeddings: bool = False, threads:
 
 
 def start_gateway(backend_url: str, port: int, cpu: int | None, *, name: str = "gateway",
-                  patched: bool = False, env: dict[str, str] | None = None, **config: Any) -> Target:
-    """``patched`` runs bench/proposed.py: the gateway with the hot-path changes RESULTS.md proposes."""
+                  env: dict[str, str] | None = None, **config: Any) -> Target:
+    """The shipped gateway (``vilms-gateway serve`` from the project venv) on ``port``, ready."""
     workdir = Path(tempfile.mkdtemp(prefix="bench-gw-"))
     path = workdir / "config.yaml"
     path.write_text(yaml.safe_dump(gateway_config(backend_url, **config)))
     args = ["serve", "--config", str(path), "--host", "127.0.0.1", "--port", str(port), "--log-level", "WARNING"]
     exe = ROOT / ".venv" / "bin" / "vilms-gateway"
-    if patched:
-        cmd = [sys.executable, "-m", "bench.proposed", *args]
-    else:
-        cmd = [str(exe), *args] if exe.exists() else [sys.executable, "-m", "gateway", *args]
+    cmd = [str(exe), *args] if exe.exists() else [sys.executable, "-m", "gateway", *args]
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(ROOT),
                 **(env or {})}
     started = time.monotonic()
