@@ -43,7 +43,7 @@ integration: setup testbed
 	VILMS_REQUIRE_TESTBED=1 $(BIN)/python -m pytest -q -m testbed tests/integration
 
 lint: setup
-	$(BIN)/ruff check gateway tests testbed
+	$(BIN)/ruff check gateway tests testbed bench
 	$(BIN)/mypy
 	$(BIN)/ansible-lint -q
 
