@@ -31,7 +31,7 @@ from gateway.resources import (
     ModelsResource,
     ReadyResource,
 )
-from gateway.resources.limits import InflightLimiter
+from gateway.resources.limits import InflightLimiter, RequestBudget
 from gateway.routing import Router
 from gateway.shaping import ChatShaper, ImageFetcher
 from gateway.upstream import Upstreams
@@ -80,9 +80,7 @@ class Gateway:
         ]
         app: falcon.App[Any, Any] = falcon.App(middleware=middleware)
         app.req_options.strip_url_path_trailing_slash = True
-        limits: dict[str, Any] = {
-            "max_body_bytes": service.max_body_bytes, "deadline_seconds": service.request_deadline, "clock": clock,
-        }
+        budget = RequestBudget(service.max_body_bytes, service.request_deadline, clock)
         health = HealthResource()
         app.add_route("/health", health)
         app.add_route("/health_check", health)
@@ -92,9 +90,9 @@ class Gateway:
         app.add_route("/v1/models/{model_id:path}", ModelResource(self.router))
         app.add_route(
             "/v1/chat/completions",
-            ChatResource(self.router, ChatShaper(self.config, self.fetcher), self.upstreams, self.limiter, **limits),
+            ChatResource(self.router, ChatShaper(self.config, self.fetcher), self.upstreams, self.limiter, budget),
         )
-        app.add_route("/v1/embeddings", EmbeddingsResource(self.router, self.embeddings, self.limiter, **limits))
+        app.add_route("/v1/embeddings", EmbeddingsResource(self.router, self.embeddings, self.limiter, budget))
         app.add_error_handler(Exception, _unexpected_error)
         app.add_error_handler(falcon.HTTPError, _falcon_error)
         app.add_error_handler(GatewayError, _gateway_error)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import json
 import struct
-import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -148,7 +147,3 @@ class EmbeddingService:
             self._remote.close()
         if self._local is not None:
             self._local.close()
-
-
-def deadline_from(seconds: float) -> float:
-    return time.monotonic() + seconds

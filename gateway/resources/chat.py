@@ -9,7 +9,7 @@ import falcon
 
 from gateway.errors import InvalidRequest, UpstreamError
 from gateway.middleware import read_json
-from gateway.resources.limits import InflightLimiter, post_only
+from gateway.resources.limits import InflightLimiter, RequestBudget, post_only
 from gateway.routing import Router
 from gateway.shaping import ChatShaper, validate_chat_request
 from gateway.streaming import SSERelay
@@ -23,24 +23,19 @@ class ChatResource:
         shaper: ChatShaper,
         upstreams: Upstreams,
         limiter: InflightLimiter,
-        *,
-        max_body_bytes: int,
-        deadline_seconds: float,
-        clock: Any,
+        budget: RequestBudget,
     ) -> None:
         self._router = router
         self._shaper = shaper
         self._upstreams = upstreams
         self._limiter = limiter
-        self._max_body = max_body_bytes
-        self._deadline = deadline_seconds
-        self._clock = clock
+        self._budget = budget
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         raise post_only("/v1/chat/completions")
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        body = read_json(req, self._max_body)
+        body = read_json(req, self._budget.max_body_bytes)
         validate_chat_request(body)
         requested = body["model"]
         req.context.model = requested
@@ -57,7 +52,7 @@ class ChatResource:
                 route.targets,
                 "/v1/chat/completions",
                 self._shaper.builder(body),
-                deadline=self._clock() + self._deadline,
+                deadline=self._budget.deadline(),
                 stream=stream,
             )
             req.context.served_model = result.target.model.name

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import falcon
 
 from gateway.embeddings import EmbeddingService
 from gateway.errors import ModelNotFound
 from gateway.middleware import read_json
-from gateway.resources.limits import InflightLimiter, post_only
+from gateway.resources.limits import InflightLimiter, RequestBudget, post_only
 from gateway.routing import Route, Router
 
 
@@ -20,23 +19,18 @@ class EmbeddingsResource:
         router: Router,
         service: EmbeddingService,
         limiter: InflightLimiter,
-        *,
-        max_body_bytes: int,
-        deadline_seconds: float,
-        clock: Any,
+        budget: RequestBudget,
     ) -> None:
         self._router = router
         self._service = service
         self._limiter = limiter
-        self._max_body = max_body_bytes
-        self._deadline = deadline_seconds
-        self._clock = clock
+        self._budget = budget
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         raise post_only("/v1/embeddings")
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        body = read_json(req, self._max_body)
+        body = read_json(req, self._budget.max_body_bytes)
         model = body.get("model") if isinstance(body, dict) else None
         route: Route | None = None
         if isinstance(model, str):
@@ -47,7 +41,7 @@ class EmbeddingsResource:
                 route = None  # the embedding section decides (the old gateway accepted any name)
         self._limiter.acquire()
         try:
-            result = self._service.embed(body, route, self._clock() + self._deadline)
+            result = self._service.embed(body, route, self._budget.deadline())
         finally:
             self._limiter.release()
         resp.data = json.dumps(result).encode()

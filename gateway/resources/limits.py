@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from gateway.errors import MethodNotAllowed, ServerBusy
 
@@ -10,6 +12,18 @@ from gateway.errors import MethodNotAllowed, ServerBusy
 # rather than bounce with a 429. It must stay short: with every slot held by a wedged backend,
 # /health queued behind such requests waits this long for each of them.
 SLOT_WAIT_SECONDS = 0.05
+
+
+@dataclass(frozen=True)
+class RequestBudget:
+    """What one API request may use: a body size and a time from its start to its deadline."""
+
+    max_body_bytes: int
+    deadline_seconds: float
+    clock: Callable[[], float]
+
+    def deadline(self) -> float:
+        return self.clock() + self.deadline_seconds
 
 
 class InflightLimiter:
