@@ -168,3 +168,21 @@ def _wait_healthy(url: str) -> None:
         except httpx.HTTPError:
             time.sleep(0.05)
     raise AssertionError("gateway did not come up")
+
+
+def test_openai_client_embeddings_with_the_local_engine() -> None:
+    doc = gateway_config([], embedding={"enabled": True, "model": "sentence-transformers/all-MiniLM-L6-v2",
+                                        "device": "cpu", "aliases": ["Embedding"]})
+    with live_gateway(doc) as live:
+        client = openai.OpenAI(base_url=live.url + "/v1", api_key="unused", max_retries=0)
+        # The client asks for base64 by default and decodes it back to floats.
+        result = client.embeddings.create(model="Embedding", input=["a dog runs", "a puppy is running", "tax law"])
+    vectors = [item.embedding for item in result.data]
+    assert [len(v) for v in vectors] == [384, 384, 384]
+
+    def cosine(a: list[float], b: list[float]) -> float:
+        dot = sum(x * y for x, y in zip(a, b, strict=True))
+        return dot / (sum(x * x for x in a) ** 0.5 * sum(y * y for y in b) ** 0.5)
+
+    assert cosine(vectors[0], vectors[1]) > cosine(vectors[0], vectors[2]) + 0.3
+    assert result.usage.prompt_tokens > 0
