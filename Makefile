@@ -35,12 +35,14 @@ serve: setup
 ## The whole test suite: lint, unit tests, then the test-bed tests (ansible-runner, every Molecule scenario).
 test: setup lint unit integration molecule
 
+# REPORTS=dir makes pytest and Molecule leave a record there (CI sums them up).
 unit: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(if $(REPORTS),--junitxml=$(REPORTS)/unit.xml)
 
 ## site.yml through ansible-runner against a systemd + Docker test host.
 integration: setup testbed
-	VILMS_REQUIRE_TESTBED=1 $(BIN)/python -m pytest -q -m testbed tests/integration
+	VILMS_REQUIRE_TESTBED=1 $(BIN)/python -m pytest -q -m testbed tests/integration \
+		$(if $(REPORTS),--junitxml=$(REPORTS)/integration.xml)
 
 lint: setup
 	$(BIN)/ruff check gateway tests testbed bench
@@ -51,7 +53,8 @@ testbed:
 	bash .ci/setup-testbed.sh
 
 molecule: setup testbed
-	set -e; for s in $(SCENARIOS); do echo "== molecule test -s $$s"; $(BIN)/molecule test -s $$s; done
+	set -e; for s in $(SCENARIOS); do echo "== molecule test -s $$s"; $(BIN)/molecule test -s $$s; \
+		$(if $(REPORTS),echo $$s >> $(REPORTS)/molecule-passed.txt;) done
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
