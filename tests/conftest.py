@@ -30,3 +30,15 @@ def ollama_b() -> Iterator[StandinServer]:
 def vllm_qwen() -> Iterator[StandinServer]:
     with StandinServer.vllm(model="Qwen/Qwen3-4B", name="vllm-qwen") as server:
         yield server
+
+
+@pytest.fixture
+def ollama() -> Iterator[StandinServer]:
+    with StandinServer.ollama(models=["qwen3:4b", "qwen3-vl:4b-instruct"], name="ollama-a") as server:
+        yield server
+
+
+@pytest.fixture
+def vllm() -> Iterator[StandinServer]:
+    with StandinServer.vllm(model="Qwen/Qwen3-4B", served_model_names=["qwen3"], name="vllm-a") as server:
+        yield server
