@@ -11,6 +11,7 @@ remote embedding service, where a few hundred microseconds do not matter.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import socket
 import threading
@@ -99,29 +100,29 @@ class Response:
         self._done = False
 
     def read(self) -> bytes:
-        try:
+        with self._body_errors("mid-body"):
             data = self._raw.read()
-        except TimeoutError as exc:
-            self.close()
-            raise httpx.ReadTimeout("backend stalled mid-body") from exc
-        except (OSError, http.client.HTTPException) as exc:
-            self.close()
-            raise httpx.RemoteProtocolError(str(exc) or type(exc).__name__) from exc
         self._finish()
         return data
 
     def iter_raw(self) -> Iterator[bytes]:
-        try:
+        with self._body_errors("mid-stream"):
             while chunk := self._raw.read1(65536):
                 yield chunk
             self._raw.read()  # read1 stops at Content-Length without marking the response done
+        self._finish()
+
+    @contextlib.contextmanager
+    def _body_errors(self, where: str) -> Iterator[None]:
+        """A failed read leaves the connection unusable: drop it, and report it in httpx's terms."""
+        try:
+            yield
         except TimeoutError as exc:
             self.close()
-            raise httpx.ReadTimeout("backend stalled mid-stream") from exc
+            raise httpx.ReadTimeout(f"backend stalled {where}") from exc
         except (OSError, http.client.HTTPException) as exc:
             self.close()
             raise httpx.RemoteProtocolError(str(exc) or type(exc).__name__) from exc
-        self._finish()
 
     def _finish(self) -> None:
         if not self._done:
