@@ -12,7 +12,7 @@ from typing import Any
 
 import falcon
 
-from gateway.errors import AuthenticationFailed, PayloadTooLarge
+from gateway.errors import AuthenticationFailed, InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 
 access_log = logging.getLogger("vilms.access")
 OPEN_PATHS = frozenset({"/health", "/health_check", "/health/ready"})
@@ -97,8 +97,6 @@ class AccessLogMiddleware:
 
 def read_json(req: falcon.Request, max_bytes: int) -> Any:
     """The request's JSON body, or an OpenAI-shaped 4xx that says what is wrong with it."""
-    from gateway.errors import InvalidRequest, UnsupportedMediaType
-
     content_type = (req.content_type or "").split(";")[0].strip().lower()
     if content_type and not (
         content_type.endswith("json") or content_type in ("text/plain", "application/x-www-form-urlencoded")
