@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 import httpx
 
+from gateway import turns
 from gateway.config import EmbeddingSettings, normalize_base_url
 from gateway.embeddings_local import EmbeddingUnavailable
 from gateway.errors import EmbeddingsDisabled, InvalidRequest, UpstreamError, UpstreamUnavailable
@@ -103,7 +104,8 @@ class EmbeddingService:
         if self._local is None:
             raise UpstreamUnavailable("The local embedding engine is not available on this box.")
         try:
-            result = self._local.embed(texts)
+            with turns.waiting():  # inference runs in torch, outside the GIL, for up to seconds
+                result = self._local.embed(texts)
         except EmbeddingUnavailable as exc:
             raise UpstreamUnavailable(f"The local embedding engine is unavailable: {exc}") from exc
         return response_body(result.vectors, requested, result.prompt_tokens, encoding)
@@ -123,7 +125,8 @@ class EmbeddingService:
         assert self._remote is not None
         payload = {"model": self.settings.model, "input": texts, "encoding_format": "float"}
         try:
-            response = self._remote.post("/v1/embeddings", json=payload)
+            with turns.waiting():
+                response = self._remote.post("/v1/embeddings", json=payload)
         except httpx.HTTPError as exc:
             raise UpstreamUnavailable(f"The embedding service could not be reached ({type(exc).__name__}).") from exc
         if response.status_code != 200:

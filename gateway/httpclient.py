@@ -13,14 +13,80 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import select
 import socket
 import threading
+import time
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
+from gateway import turns
+
+# How long a request thread keeps its turn (gateway/turns.py) waiting for a backend that has
+# been answering fast. Handing the turn over and queueing again costs more than this on a busy
+# core, so waiting in place is cheaper. A backend that takes longer is then waited for without
+# the turn until it answers fast again. poll() cannot wait less than a millisecond.
+HOLD_SECONDS = 0.001
+# Bigger request bodies (inlined images) may fill the socket buffer: send those without the turn.
+_SEND_IN_TURN_BYTES = 256 * 1024
+
 _STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError, http.client.CannotSendRequest)
+
+
+class Pace:
+    """Whether one backend answers within ``HOLD_SECONDS``, from its latest wait."""
+
+    __slots__ = ("fast",)
+
+    def __init__(self) -> None:
+        self.fast = True
+
+
+class _PacedSocket(socket.socket):
+    """A socket whose blocking reads give up the request thread's turn, unless the backend has
+    been answering within ``HOLD_SECONDS`` and does so again."""
+
+    pace: Pace
+    _poller: Any
+
+    @classmethod
+    def adopt(cls, sock: socket.socket, pace: Pace) -> _PacedSocket:
+        paced = cls(sock.family, sock.type, sock.proto, fileno=sock.detach())
+        paced.pace = pace
+        paced._poller = select.poll()
+        paced._poller.register(paced.fileno(), select.POLLIN)
+        return paced
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        if not turns.held():
+            return super().recv_into(buffer, nbytes, flags)
+        started = time.monotonic()
+        if self.pace.fast and self._poller.poll(HOLD_SECONDS * 1000):
+            return super().recv_into(buffer, nbytes, flags)
+        with turns.waiting():
+            received = super().recv_into(buffer, nbytes, flags)
+        self.pace.fast = time.monotonic() - started < HOLD_SECONDS
+        return received
+
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        if len(data) <= _SEND_IN_TURN_BYTES:
+            return super().sendall(data, flags)
+        with turns.waiting():
+            return super().sendall(data, flags)
+
+
+class _Connection(http.client.HTTPConnection):
+    def __init__(self, host: str, port: int, timeout: float, pace: Pace) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self._pace = pace
+
+    def connect(self) -> None:
+        super().connect()
+        assert self.sock is not None
+        self.sock = _PacedSocket.adopt(self.sock, self._pace)
 
 
 class Pool:
@@ -35,12 +101,17 @@ class Pool:
         self._size = size
         self._idle: list[http.client.HTTPConnection] = []
         self._lock = threading.Lock()
+        self.pace = Pace()
 
     def _connect(self, connect_timeout: float) -> http.client.HTTPConnection:
-        cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-        conn = cls(self._host, self._port, timeout=connect_timeout)
+        conn: http.client.HTTPConnection
+        if self._https:  # TLS sockets cannot be paced: calls to TLS backends give up the turn whole
+            conn = http.client.HTTPSConnection(self._host, self._port, timeout=connect_timeout)
+        else:
+            conn = _Connection(self._host, self._port, connect_timeout, self.pace)
         try:
-            conn.connect()
+            with turns.waiting():
+                conn.connect()
         except TimeoutError as exc:
             raise httpx.ConnectTimeout(f"connect to {self._host}:{self._port} timed out") from exc
         except OSError as exc:
@@ -60,8 +131,9 @@ class Pool:
             assert conn.sock is not None
             conn.sock.settimeout(read_timeout)
             try:
-                conn.request("POST", self.prefix + path, body=body, headers=headers)
-                raw = conn.getresponse()
+                with self._blocking():
+                    conn.request("POST", self.prefix + path, body=body, headers=headers)
+                    raw = conn.getresponse()
             except _STALE as exc:
                 conn.close()
                 if reused:  # the backend closed an idle keep-alive connection: not an answer, try anew
@@ -75,6 +147,10 @@ class Pool:
                 raise httpx.ReadError(str(exc) or type(exc).__name__) from exc
             return Response(self, conn, raw)
         raise httpx.RemoteProtocolError("backend closed the connection twice")
+
+    def _blocking(self) -> contextlib.AbstractContextManager[None]:
+        """Plain sockets give up the turn themselves when they block; TLS ones cannot."""
+        return turns.waiting() if self._https else contextlib.nullcontext()
 
     def release(self, conn: http.client.HTTPConnection) -> None:
         with self._lock:
@@ -100,14 +176,18 @@ class Response:
         self._done = False
 
     def read(self) -> bytes:
-        with self._body_errors("mid-body"):
+        with self._body_errors("mid-body"), self._pool._blocking():
             data = self._raw.read()
         self._finish()
         return data
 
     def iter_raw(self) -> Iterator[bytes]:
         with self._body_errors("mid-stream"):
-            while chunk := self._raw.read1(65536):
+            while True:
+                with self._pool._blocking():
+                    chunk = self._raw.read1(65536)
+                if not chunk:
+                    break
                 yield chunk
             self._raw.read()  # read1 stops at Content-Length without marking the response done
         self._finish()

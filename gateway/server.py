@@ -17,8 +17,10 @@ from typing import Any
 import waitress
 from waitress import utilities as waitress_utilities
 from waitress.channel import HTTPChannel
+from waitress.task import ThreadedTaskDispatcher
 
 from gateway.app import Gateway
+from gateway.turns import Turns
 
 log = logging.getLogger("vilms.server")
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -66,6 +68,36 @@ class _Closing:
             self._on_close()
 
 
+class TurnTakingDispatcher(ThreadedTaskDispatcher):  # type: ignore[misc]  # waitress ships no types
+    """waitress's thread pool, with each request run in its turn (gateway/turns.py), so requests
+    are served in arrival order rather than in whatever order the GIL happens to favour."""
+
+    def __init__(self, threads: int, turns: Turns | None = None) -> None:
+        super().__init__()
+        self.turns = turns or Turns()
+        self.set_thread_count(threads)
+
+    def add_task(self, task: Any) -> None:
+        super().add_task(_InTurn(task, self.turns))
+
+
+class _InTurn:
+    __slots__ = ("_task", "_turns")
+
+    def __init__(self, task: Any, turns: Turns) -> None:
+        self._task = task
+        self._turns = turns
+
+    def service(self) -> None:
+        self._turns.run(self._task.service)
+
+    def cancel(self) -> None:
+        self._task.cancel()
+
+    def __repr__(self) -> str:
+        return repr(self._task)
+
+
 def serve(gateway: Gateway, *, host: str, port: int, threads: int) -> None:
     service = gateway.config.service
     _openai_shaped_waitress_errors()
@@ -81,6 +113,8 @@ def serve(gateway: Gateway, *, host: str, port: int, threads: int) -> None:
         channel_timeout=max(120, int(service.read_timeout) + 10),
         ident="vilms-gateway",
         clear_untrusted_proxy_headers=True,
+        # waitress's documented test shim is its only way to supply the thread pool.
+        _dispatcher=TurnTakingDispatcher(threads),
     )
     gateway.start()
     draining = threading.Event()

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 
+from gateway import turns
 from gateway.config import Config
 from gateway.errors import ImageUnavailable, InvalidRequest
 from gateway.routing import Target
@@ -77,7 +78,7 @@ class ImageFetcher:
 
     def to_data_url(self, url: str, param: str) -> str:
         try:
-            with self._client.stream("GET", url) as response:
+            with turns.waiting(), self._client.stream("GET", url) as response:
                 if response.status_code != 200:
                     raise ImageUnavailable(f"Image {url!r} could not be fetched: HTTP {response.status_code}.",
                                            param=param)

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 
+from gateway import turns
 from gateway.config import ServiceSettings
 from gateway.errors import (
     GatewayError,
@@ -225,7 +226,8 @@ class Upstreams:
                 failures.append(failure)
                 self.record_failure(endpoint, f"http_{status}", counts_for_cooldown=status != 429)
                 if attempt < self.settings.retries:
-                    self._sleep(min(self._backoff(attempt, response), max(0.0, deadline - self._clock())))
+                    with turns.waiting():
+                        self._sleep(min(self._backoff(attempt, response), max(0.0, deadline - self._clock())))
                     continue
                 return None
             if status == 404:

@@ -6,6 +6,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from gateway import turns
 from gateway.errors import MethodNotAllowed, ServerBusy
 
 # A slot usually frees within a millisecond under load, so a request may wait this long for one
@@ -32,7 +33,11 @@ class InflightLimiter:
         self._slots = threading.BoundedSemaphore(limit)
 
     def acquire(self) -> None:
-        if not self._slots.acquire(timeout=SLOT_WAIT_SECONDS):
+        if self._slots.acquire(blocking=False):
+            return
+        with turns.waiting():
+            free = self._slots.acquire(timeout=SLOT_WAIT_SECONDS)
+        if not free:
             raise ServerBusy(
                 f"All {self.limit} request slots are busy; retry shortly.", headers={"Retry-After": "1"}
             )

@@ -1,0 +1,169 @@
+"""Request threads take turns in arrival order, and give the turn up whenever they wait."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+
+from gateway import turns
+from gateway.httpclient import Pool
+from gateway.resources.limits import InflightLimiter
+from gateway.turns import Turns
+from tests.standins.fixtures import StandinServer
+
+CHAT = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).encode()
+
+
+def _until(condition: Callable[[], bool], limit: float = 5.0) -> None:
+    deadline = time.monotonic() + limit
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.001)
+
+
+def _queue_up(gate: Turns, names: list[str], order: list[str], *, resuming: bool = False) -> list[threading.Thread]:
+    """Start one thread per name, each queued on ``gate`` before the next one starts."""
+    threads = []
+    for name in names:
+        def take(name: str = name) -> None:
+            gate.acquire(resuming=resuming)
+            order.append(name)
+            gate.release()
+
+        queued = gate.queued
+        thread = threading.Thread(target=take)
+        thread.start()
+        _until(lambda queued=queued: gate.queued == queued + 1)
+        threads.append(thread)
+    return threads
+
+
+def test_turns_are_handed_over_in_arrival_order() -> None:
+    gate = Turns()
+    gate.acquire()
+    order: list[str] = []
+    threads = _queue_up(gate, [f"r{i}" for i in range(6)], order)
+    gate.release()
+    for thread in threads:
+        thread.join(5)
+    assert order == [f"r{i}" for i in range(6)]
+
+
+def test_requests_resuming_after_a_wait_go_before_new_ones() -> None:
+    gate = Turns()
+    gate.acquire()
+    order: list[str] = []
+    threads = _queue_up(gate, ["new1", "new2"], order)
+    threads += _queue_up(gate, ["resumed1", "resumed2"], order, resuming=True)
+    gate.release()
+    for thread in threads:
+        thread.join(5)
+    assert order == ["resumed1", "resumed2", "new1", "new2"]
+
+
+def test_waiting_lets_the_next_request_run_and_resumes_after() -> None:
+    gate = Turns()
+    events: list[str] = []
+    other_ran = threading.Event()
+
+    def slow_request() -> None:
+        events.append("slow starts")
+        with turns.waiting():
+            assert not turns.held()
+            assert other_ran.wait(5), "the other request never got a turn"
+        assert turns.held()
+        events.append("slow resumes")
+
+    def quick_request() -> None:
+        events.append("quick runs")
+        other_ran.set()
+
+    first = threading.Thread(target=gate.run, args=(slow_request,))
+    first.start()
+    _until(lambda: events == ["slow starts"])
+    gate.run(quick_request)
+    first.join(5)
+    assert events == ["slow starts", "quick runs", "slow resumes"]
+    assert not turns.held()
+
+
+def test_waiting_without_a_turn_changes_nothing() -> None:
+    assert not turns.held()
+    with turns.waiting():
+        assert not turns.held()
+    assert not turns.held()
+
+
+def _holder_blocks(gate: Turns, work: Callable[[], object]) -> tuple[threading.Thread, list[object]]:
+    """Run ``work`` in its own turn on a thread; return the thread and where its result lands."""
+    result: list[object] = []
+
+    def run() -> None:
+        try:
+            result.append(gate.run(work))
+        except Exception as exc:  # surfaced to the test through ``result``
+            result.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, result
+
+
+def test_a_slow_backend_call_gives_up_the_turn_while_it_waits() -> None:
+    server = StandinServer.vllm(model="m")
+    pool = Pool(server.url, 2)
+    try:
+        assert pool.post("/v1/chat/completions", CHAT, read_timeout=5, connect_timeout=1).status_code == 200
+        assert pool.pace.fast
+        server.set_fault("slow", seconds=0.5)
+        gate = Turns()
+        thread, result = _holder_blocks(
+            gate, lambda: pool.post("/v1/chat/completions", CHAT, read_timeout=5, connect_timeout=1).read())
+        _until(lambda: server.request_log and server.request_log[-1]["fault"] == "slow")
+        started = time.monotonic()
+        gate.run(lambda: None)  # another request's turn, while the first still waits for its answer
+        assert time.monotonic() - started < 0.3
+        thread.join(5)
+        assert json.loads(result[0])["object"] == "chat.completion"  # type: ignore[arg-type]
+        assert not pool.pace.fast  # the next call to this backend gives up its turn at once
+    finally:
+        pool.close()
+        server.stop()
+
+
+def test_a_wait_for_a_request_slot_gives_up_the_turn() -> None:
+    limiter = InflightLimiter(1)
+    limiter.acquire()  # the only slot is taken by a request that needs a turn to finish
+    gate = Turns()
+    thread, result = _holder_blocks(gate, limiter.acquire)
+    time.sleep(0.01)
+    gate.run(limiter.release)  # the slot holder finishes in its turn while the other waits
+    thread.join(5)
+    assert result == [None], "the waiting request should have got the freed slot"
+
+
+def test_every_queued_request_runs_when_turns_pass_between_many_threads() -> None:
+    threads = 4
+    gate = Turns()
+    done: list[int] = []
+    lock = threading.Lock()
+
+    def request(n: int) -> None:
+        with turns.waiting():
+            time.sleep(0.001)
+        with lock:
+            done.append(n)
+
+    def worker_loop(n: int) -> None:
+        for i in range(50):
+            gate.run(lambda i=i: request(n * 100 + i))
+
+    workers = [threading.Thread(target=worker_loop, args=(n,)) for n in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(10)
+    assert sorted(done) == sorted(n * 100 + i for n in range(threads) for i in range(50))
+    assert gate.queued == 0
