@@ -69,33 +69,55 @@ class _Closing:
 
 
 class TurnTakingDispatcher(ThreadedTaskDispatcher):  # type: ignore[misc]  # waitress ships no types
-    """waitress's thread pool, with each request run in its turn (gateway/turns.py), so requests
-    are served in arrival order rather than in whatever order the GIL happens to favour."""
+    """waitress's thread pool, serving requests in turns (gateway/turns.py).
 
-    def __init__(self, threads: int, turns: Turns | None = None) -> None:
+    The thread holding the turn serves queued requests one after another, so a busy gateway on
+    one core works like a single worker thread: requests in arrival order, no hand-offs between
+    threads. Another thread is woken only when a request arrives while no thread holds the turn,
+    or when the holder gives its turn up to wait for a slow backend with requests still queued.
+    """
+
+    def __init__(self, threads: int) -> None:
         super().__init__()
-        self.turns = turns or Turns()
+        self.turns = Turns(on_free=self._wake_if_queued)
         self.set_thread_count(threads)
 
     def add_task(self, task: Any) -> None:
-        super().add_task(_InTurn(task, self.turns))
+        with self.lock:
+            self.queue.append(task)
+            if not self.turns.taken:
+                self.queue_cv.notify()
 
+    def _wake_if_queued(self) -> None:
+        with self.lock:
+            if self.queue:
+                self.queue_cv.notify()
 
-class _InTurn:
-    __slots__ = ("_task", "_turns")
+    def handler_thread(self, thread_no: int) -> None:
+        while True:
+            with self.lock:
+                while not self.queue and self.stop_count == 0:
+                    self.active_count -= 1
+                    self.queue_cv.wait()
+                    self.active_count += 1
+                if self.stop_count > 0:
+                    self.active_count -= 1
+                    self.stop_count -= 1
+                    self.threads.discard(thread_no)
+                    self.thread_exit_cv.notify()
+                    return
+            self.turns.run(self._serve_queued)
 
-    def __init__(self, task: Any, turns: Turns) -> None:
-        self._task = task
-        self._turns = turns
-
-    def service(self) -> None:
-        self._turns.run(self._task.service)
-
-    def cancel(self) -> None:
-        self._task.cancel()
-
-    def __repr__(self) -> str:
-        return repr(self._task)
+    def _serve_queued(self) -> None:
+        while not self.turns.resuming:  # a request back from its wait finishes before new ones start
+            with self.lock:
+                if not self.queue:
+                    return
+                task = self.queue.popleft()
+            try:
+                task.service()
+            except BaseException:
+                self.logger.exception("Exception when servicing %r", task)
 
 
 def serve(gateway: Gateway, *, host: str, port: int, threads: int) -> None:

@@ -32,7 +32,8 @@ class Turns:
     so a thread that just let go cannot take it back ahead of the others. Threads resuming after
     a wait queue apart from new requests and go first."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_free: Callable[[], None] | None = None) -> None:
+        self._on_free = on_free  # called when a release finds nobody waiting
         self._mutex = threading.Lock()
         self._taken = False
         self._resuming: deque[threading.Lock] = deque()
@@ -56,12 +57,23 @@ class Turns:
             queue = self._resuming or self._starting
             if queue:
                 queue.popleft().release()
-            else:
-                self._taken = False
+                return
+            self._taken = False
+        if self._on_free is not None:
+            self._on_free()
+
+    @property
+    def taken(self) -> bool:
+        return self._taken
 
     @property
     def queued(self) -> int:
         return len(self._resuming) + len(self._starting)
+
+    @property
+    def resuming(self) -> int:
+        """Threads back from a wait, queued for a turn to finish their request."""
+        return len(self._resuming)
 
     def run(self, task: Callable[[], Any]) -> Any:
         self.acquire()

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from gateway import turns
 from gateway.httpclient import Pool
 from gateway.resources.limits import InflightLimiter
+from gateway.server import TurnTakingDispatcher
 from gateway.turns import Turns
 from tests.standins.fixtures import StandinServer
 
@@ -21,6 +22,10 @@ def _until(condition: Callable[[], bool], limit: float = 5.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not reached in time"
         time.sleep(0.001)
+
+
+def assert_set(event: threading.Event) -> None:
+    assert event.wait(5)
 
 
 def _queue_up(gate: Turns, names: list[str], order: list[str], *, resuming: bool = False) -> list[threading.Thread]:
@@ -167,3 +172,76 @@ def test_every_queued_request_runs_when_turns_pass_between_many_threads() -> Non
         worker.join(10)
     assert sorted(done) == sorted(n * 100 + i for n in range(threads) for i in range(50))
     assert gate.queued == 0
+
+
+class _Task:
+    def __init__(self, name: str, log: list[str], work: Callable[[], None] = lambda: None) -> None:
+        self.name, self.log, self.work = name, log, work
+        self.done = threading.Event()
+
+    def service(self) -> None:
+        self.log.append(f"{self.name} start")
+        self.work()
+        self.log.append(f"{self.name} end")
+        self.done.set()
+
+    def cancel(self) -> None:
+        self.log.append(f"{self.name} cancelled")
+
+
+def test_dispatcher_serves_queued_requests_in_arrival_order() -> None:
+    dispatcher = TurnTakingDispatcher(4)
+    log: list[str] = []
+    release_first = threading.Event()
+    try:
+        tasks = [_Task("r0", log, lambda: assert_set(release_first))]
+        tasks += [_Task(f"r{i}", log) for i in range(1, 8)]
+        for task in tasks:
+            dispatcher.add_task(task)
+        release_first.set()
+        for task in tasks:
+            assert task.done.wait(5)
+        assert [entry for entry in log if entry.endswith("start")] == [f"r{i} start" for i in range(8)]
+    finally:
+        dispatcher.shutdown(timeout=2)
+
+
+def test_dispatcher_serves_other_requests_while_one_waits_for_a_slow_backend() -> None:
+    dispatcher = TurnTakingDispatcher(4)
+    log: list[str] = []
+    backend_answers = threading.Event()
+
+    def slow() -> None:
+        with turns.waiting():
+            assert backend_answers.wait(5)
+
+    try:
+        waiting_task = _Task("slow", log, slow)
+        dispatcher.add_task(waiting_task)
+        _until(lambda: log == ["slow start"])
+        quick = [_Task(f"quick{i}", log) for i in range(3)]
+        for task in quick:
+            dispatcher.add_task(task)
+        for task in quick:
+            assert task.done.wait(5), "a request waited behind another one's slow backend"
+        backend_answers.set()
+        assert waiting_task.done.wait(5)
+        assert log[-1] == "slow end"
+    finally:
+        dispatcher.shutdown(timeout=2)
+
+
+def test_dispatcher_shutdown_cancels_what_never_started_and_stops_its_threads() -> None:
+    dispatcher = TurnTakingDispatcher(1)
+    log: list[str] = []
+    blocker = threading.Event()
+    first = _Task("first", log, lambda: assert_set(blocker))
+    dispatcher.add_task(first)
+    _until(lambda: log == ["first start"])
+    dispatcher.add_task(_Task("queued", log))
+    dispatcher.shutdown(cancel_pending=True, timeout=0.2)  # "first" is still running
+    assert "queued cancelled" in log
+    blocker.set()
+    assert first.done.wait(5)
+    _until(lambda: not dispatcher.threads)
+    assert "queued start" not in log
