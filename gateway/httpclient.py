@@ -25,11 +25,12 @@ import httpx
 
 from gateway import turns
 
-# How long a request thread keeps its turn (gateway/turns.py) waiting for a backend that has
-# been answering fast. Handing the turn over and queueing again costs more than this on a busy
-# core, so waiting in place is cheaper. A backend that takes longer is then waited for without
-# the turn until it answers fast again. poll() cannot wait less than a millisecond.
-HOLD_SECONDS = 0.001
+# How long a request thread keeps its turn (gateway/turns.py) waiting for a backend that has been
+# answering fast: handing the turn over and queueing for it again costs about this much on a busy
+# core, so waiting in place is no slower, and requests stay in order. Kept short because everyone
+# queued waits with it. A backend that takes longer is waited for without the turn from then on,
+# until it answers this fast again.
+HOLD_SECONDS = 0.00025
 # Bigger request bodies (inlined images) may fill the socket buffer: send those without the turn.
 _SEND_IN_TURN_BYTES = 256 * 1024
 
@@ -50,21 +51,24 @@ class _PacedSocket(socket.socket):
     been answering within ``HOLD_SECONDS`` and does so again."""
 
     pace: Pace
-    _poller: Any
 
     @classmethod
     def adopt(cls, sock: socket.socket, pace: Pace) -> _PacedSocket:
         paced = cls(sock.family, sock.type, sock.proto, fileno=sock.detach())
         paced.pace = pace
-        paced._poller = select.poll()
-        paced._poller.register(paced.fileno(), select.POLLIN)
         return paced
+
+    def _readable_within(self, seconds: float) -> bool:
+        try:
+            return bool(select.select((self,), (), (), seconds)[0])
+        except ValueError:  # descriptors past FD_SETSIZE: no hold (poll() cannot wait under 1 ms)
+            return False
 
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
         if not turns.held():
             return super().recv_into(buffer, nbytes, flags)
         started = time.monotonic()
-        if self.pace.fast and self._poller.poll(HOLD_SECONDS * 1000):
+        if self.pace.fast and self._readable_within(HOLD_SECONDS):
             return super().recv_into(buffer, nbytes, flags)
         with turns.waiting():
             received = super().recv_into(buffer, nbytes, flags)
