@@ -214,6 +214,42 @@ def test_threads_flag_alone_keeps_health_answerable(tmp_path: Path) -> None:
     assert waited < 0.5, f"/health waited {waited:.2f} s for a worker thread"
 
 
+def test_slow_streams_do_not_hold_up_quick_requests(tmp_path: Path) -> None:
+    """Streams from a slow engine keep their threads but give up their turn between chunks
+    (gateway/turns.py), so quick requests pass between those chunks instead of waiting for them."""
+    gap = 0.4
+    with StandinServer.ollama(models=["slow:1b"], name="slow", chunks=6, chunk_delay=gap) as slow, \
+            StandinServer.ollama(models=["qwen3:4b"], name="fast") as fast:
+        doc = gateway_config([{"name": "slow:1b", "engine": "ollama", "base-url": slow.url},
+                              {"name": "qwen3:4b", "engine": "ollama", "base-url": fast.url}])
+        with serve(doc, tmp_path, threads=8) as gw:
+            streamed: list[bytes] = []
+
+            def stream() -> None:
+                with httpx.stream("POST", gw.url + "/v1/chat/completions", timeout=15,
+                                  json={"model": "slow:1b", "messages": USER, "stream": True}) as resp:
+                    streamed.append(b"".join(resp.iter_bytes()))
+
+            streams = [threading.Thread(target=stream) for _ in range(4)]
+            for thread in streams:
+                thread.start()
+            assert _wait_for(lambda: len(slow.request_log) >= 4, 5)
+            quick = []
+            with httpx.Client(base_url=gw.url, timeout=10) as client:
+                for _ in range(20):
+                    started = time.monotonic()
+                    assert client.post("/v1/chat/completions", json=CHAT).status_code == 200
+                    quick.append(time.monotonic() - started)
+            streams_alive = sum(thread.is_alive() for thread in streams)
+            for thread in streams:
+                thread.join(15)
+    assert streams_alive == 4, "the quick requests should have run while every stream was still open"
+    assert len(streamed) == 4 and all(body.rstrip().endswith(b"data: [DONE]") for body in streamed)
+    quick.sort()
+    # Waiting for a stream's next chunk would put the median near gap / 2 (200 ms).
+    assert quick[len(quick) // 2] < 0.1 and quick[-1] < gap, quick
+
+
 @pytest.mark.parametrize("keepalive", [
     pytest.param(False, id="new-connection-per-request"),
     # OpenAI clients keep connections alive: the drain must close them, or it never ends under load.
