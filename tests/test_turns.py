@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable
 
 from gateway import turns
-from gateway.httpclient import Pool
+from gateway.httpclient import Pace, Pool, _PacedSocket
 from gateway.resources.limits import InflightLimiter
 from gateway.server import TurnTakingDispatcher
 from gateway.turns import Turns
@@ -132,10 +133,33 @@ def test_a_slow_backend_call_gives_up_the_turn_while_it_waits() -> None:
         assert time.monotonic() - started < 0.3
         thread.join(5)
         assert json.loads(result[0])["object"] == "chat.completion"  # type: ignore[arg-type]
-        assert not pool.pace.fast  # the next call to this backend gives up its turn at once
     finally:
         pool.close()
         server.stop()
+
+
+def test_a_backend_socket_remembers_whether_its_latest_wait_was_quick() -> None:
+    """A slow answer makes the next read give the turn up at once; a quick one lets it hold the
+    turn briefly again. (Over TCP a response may arrive in several reads, so this uses a pair.)"""
+    pace = Pace()
+    ours, theirs = socket.socketpair()
+    paced = _PacedSocket.adopt(ours, pace)
+    buffer = bytearray(16)
+    try:
+        def read_in_turn() -> int:
+            return Turns().run(lambda: paced.recv_into(buffer))
+
+        sender = threading.Timer(0.05, theirs.sendall, (b"late",))
+        sender.start()
+        assert read_in_turn() == 4
+        sender.join()
+        assert not pace.fast  # the next read gives the turn up without holding it first
+        theirs.sendall(b"ready")
+        assert read_in_turn() == 5
+        assert pace.fast
+    finally:
+        paced.close()
+        theirs.close()
 
 
 def test_a_wait_for_a_request_slot_gives_up_the_turn() -> None:
