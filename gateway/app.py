@@ -20,6 +20,7 @@ from gateway.errors import (
     RouteNotFound,
 )
 from gateway.health import BackendProber
+from gateway.images import ImageFetcher
 from gateway.metrics import Metrics
 from gateway.middleware import AccessLogMiddleware, AuthMiddleware, BodyLimitMiddleware, RequestIdMiddleware
 from gateway.resources import (
@@ -33,7 +34,7 @@ from gateway.resources import (
 )
 from gateway.resources.limits import InflightLimiter, RequestBudget
 from gateway.routing import Router
-from gateway.shaping import ChatShaper, ImageFetcher
+from gateway.shaping import ChatShaper
 from gateway.upstream import Upstreams
 
 log = logging.getLogger("vilms.gateway")

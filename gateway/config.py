@@ -6,6 +6,7 @@ and reported together, each with its key path, so an operator can fix a file in 
 
 from __future__ import annotations
 
+import ipaddress
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ import yaml
 from gateway.schema import validate_document
 
 ENGINES = ("ollama", "vllm")
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 DEFAULT_PORT = 8989
 _PLATFORM_NAMES = {"dgpu": "dgpu", "js": "jetson", "jetson": "jetson", "cpu": "cpu"}
 
@@ -91,6 +93,8 @@ class ServiceSettings:
     probe_interval: float = 10.0
     image_max_bytes: int = 10 * 1024 * 1024
     image_fetch_timeout: float = 10.0
+    # Empty: images are fetched from any address. Otherwise only from inside these networks.
+    image_fetch_networks: tuple[Network, ...] = ()
     access_log: bool = True
     drain_seconds: float = 30.0
 
@@ -251,6 +255,9 @@ def _service(raw: dict[str, Any]) -> ServiceSettings:
     values = {key.replace("-", "_"): value for key, value in raw.items()}
     if "api_keys" in values:
         values["api_keys"] = tuple(values["api_keys"])
+    if "image_fetch_networks" in values:
+        values["image_fetch_networks"] = tuple(
+            ipaddress.ip_network(net, strict=False) for net in values["image_fetch_networks"] or ())
     return ServiceSettings(**values)
 
 

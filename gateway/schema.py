@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from cerberus import Validator, errors
@@ -25,6 +26,13 @@ def _params_check(field: str, value: Any, error: Any) -> None:
     for i, item in enumerate(value):
         if not (isinstance(item, dict) and len(item) == 1):
             error(field, f"item {i} must be a mapping with exactly one key, got {item!r}")
+
+
+def _network_check(field: str, value: Any, error: Any) -> None:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        error(field, f"{value!r} is not an IP network (like 192.168.10.0/24, 10.0.0.7 or fd00::/8)")
 
 
 MODEL_SCHEMA: dict[str, Any] = {
@@ -104,6 +112,9 @@ SCHEMA: dict[str, Any] = {
             "probe-interval": _POSITIVE,
             "image-max-bytes": {"type": "integer", "min": 1024},
             "image-fetch-timeout": _POSITIVE,
+            "image-fetch-networks": {
+                "type": "list", "nullable": True, "schema": {"type": "string", "check_with": _network_check},
+            },
             "access-log": {"type": "boolean"},
             "drain-seconds": {"type": "number", "min": 0},
         },

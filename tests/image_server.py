@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 # A real 1x1 PNG.
 PNG = base64.b64decode(
@@ -19,7 +20,16 @@ ROUTES: dict[str, tuple[str, bytes]] = {
 
 
 class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
     def do_GET(self) -> None:
+        self.server.hits.append(self.path)
+        if self.path.startswith("/redirect?to="):
+            self.send_response(302)
+            self.send_header("Location", self.path.partition("=")[2])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         route = ROUTES.get(self.path)
         if route is None:
             self.send_response(404)
@@ -37,9 +47,18 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
-class ImageServer:
+class _Server(ThreadingHTTPServer):
     def __init__(self) -> None:
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.hits: list[str] = []
+
+
+class ImageServer:
+    """``/redirect?to=URL`` answers 302 to URL; ``hits`` lists every path asked for."""
+
+    def __init__(self) -> None:
+        self._server = _Server()
+        self.hits = self._server.hits
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
@@ -47,3 +66,9 @@ class ImageServer:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def vision_message(urls: list[str], text: str = "what changed?") -> list[dict[str, Any]]:
+    parts: list[dict[str, Any]] = [{"type": "text", "text": text}]
+    parts += [{"type": "image_url", "image_url": {"url": u}} for u in urls]
+    return [{"role": "user", "content": parts}]

@@ -4,28 +4,14 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
 
 import pytest
 
 from tests.gateway_harness import client_for, gateway_config
-from tests.image_server import PNG, ImageServer
+from tests.image_server import PNG, ImageServer, vision_message
 from tests.standins.fixtures import StandinServer
 
 USER = [{"role": "user", "content": "hello there"}]
-
-
-@pytest.fixture
-def images() -> Iterator[ImageServer]:
-    server = ImageServer()
-    yield server
-    server.close()
-
-
-def vision_message(urls: list[str], text: str = "what changed?") -> list[dict]:
-    parts: list[dict] = [{"type": "text", "text": text}]
-    parts += [{"type": "image_url", "image_url": {"url": u}} for u in urls]
-    return [{"role": "user", "content": parts}]
 
 
 def data_url(tag: int) -> str:

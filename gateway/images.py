@@ -1,0 +1,131 @@
+"""Remote images fetched for backends that take only inline base64 data (Ollama), bounded in size
+and time, and optionally only from the networks the operator lists in ``gateway.image-fetch-networks``."""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import socket
+from collections.abc import Iterable
+from typing import Any
+
+import httpcore
+import httpx
+
+from gateway import turns
+from gateway.config import Config, Network
+from gateway.errors import ImageUnavailable
+
+_IMAGE_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+    (b"RIFF", "image/webp"),
+    (b"BM", "image/bmp"),
+)
+
+
+class AddressNotAllowed(Exception):
+    """A fetch (or one of its redirects) would connect outside the allowed networks."""
+
+    def __init__(self, host: str, addresses: list[str]) -> None:
+        super().__init__(f"{host} resolves to {', '.join(addresses) or 'no address'}")
+        self.host = host
+        self.addresses = addresses
+
+
+class AllowedNetworksBackend(httpcore.SyncBackend):
+    """Connects only to addresses inside ``networks``.
+
+    The check happens where the socket is opened, on the very address it is opened to, so neither a
+    redirect nor a DNS answer that changes between a check and the connect can reach another host.
+    TLS still verifies and sends SNI for the URL's host name: httpcore passes it separately.
+    """
+
+    def __init__(self, networks: Iterable[Network]) -> None:
+        self._networks = tuple(networks)
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        address = self.allowed_address(host, port)
+        return super().connect_tcp(address, port, timeout, local_address, socket_options)
+
+    def allowed_address(self, host: str, port: int) -> str:
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
+        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+        for address in addresses:
+            if self.allows(address):
+                return address
+        raise AddressNotAllowed(host, addresses)
+
+    def allows(self, address: str) -> bool:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip.version == net.version and ip in net for net in self._networks)
+
+
+def _transport(networks: tuple[Network, ...]) -> httpx.HTTPTransport:
+    transport = httpx.HTTPTransport(trust_env=False)
+    if networks:
+        # httpx has no public hook for the network backend; its pool is the one place to put it.
+        transport._pool = httpcore.ConnectionPool(
+            ssl_context=httpx.create_ssl_context(trust_env=False),
+            network_backend=AllowedNetworksBackend(networks),
+        )
+    return transport
+
+
+class ImageFetcher:
+    """Fetches remote images for backends that take only inline base64 data."""
+
+    def __init__(self, config: Config, *, transport: httpx.BaseTransport | None = None) -> None:
+        service = config.service
+        self.max_bytes = service.image_max_bytes
+        self._client = httpx.Client(
+            transport=transport or _transport(service.image_fetch_networks),
+            timeout=service.image_fetch_timeout, follow_redirects=True, max_redirects=3, trust_env=False,
+        )
+
+    def to_data_url(self, url: str, param: str) -> str:
+        try:
+            with turns.waiting(), self._client.stream("GET", url) as response:
+                if response.status_code != 200:
+                    raise ImageUnavailable(f"Image {url!r} could not be fetched: HTTP {response.status_code}.",
+                                           param=param)
+                declared = int(response.headers.get("content-length") or 0)
+                if declared > self.max_bytes:
+                    raise ImageUnavailable(f"Image {url!r} is larger than {self.max_bytes} bytes.", param=param)
+                data = bytearray()
+                for chunk in response.iter_bytes():
+                    data += chunk
+                    if len(data) > self.max_bytes:
+                        raise ImageUnavailable(f"Image {url!r} is larger than {self.max_bytes} bytes.",
+                                               param=param)
+                content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+        except AddressNotAllowed as exc:
+            raise ImageUnavailable(f"Image {url!r} was not fetched: {exc}, outside the networks this gateway "
+                                   "fetches images from (gateway.image-fetch-networks).", param=param) from exc
+        except httpx.HTTPError as exc:
+            raise ImageUnavailable(f"Image {url!r} could not be fetched: {type(exc).__name__}.",
+                                   param=param) from exc
+        sniffed = next((kind for magic, kind in _IMAGE_MAGIC if bytes(data[: len(magic)]) == magic), None)
+        if not content_type.startswith("image/"):
+            if sniffed is None:
+                raise ImageUnavailable(f"{url!r} is not an image (content type {content_type or 'unknown'}).",
+                                       param=param)
+            content_type = sniffed
+        return f"data:{content_type};base64,{base64.b64encode(bytes(data)).decode('ascii')}"
+
+    def close(self) -> None:
+        self._client.close()
