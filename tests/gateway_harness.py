@@ -110,7 +110,14 @@ class LiveGateway:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.server.close()
+        def close_every_channel() -> None:
+            # On the loop thread: closing sockets from another thread would pull them out from
+            # under its select(). With its map empty, the loop returns.
+            for channel in list(self.server._map.values()):
+                channel.close()
+
+        self.server.trigger.pull_trigger(close_every_channel)
+        self._thread.join(5)
         self.server.task_dispatcher.shutdown(cancel_pending=True, timeout=2)
         self.gateway.close()
 
