@@ -31,8 +31,6 @@ class AddressNotAllowed(Exception):
 
     def __init__(self, host: str, addresses: list[str]) -> None:
         super().__init__(f"{host} resolves to {', '.join(addresses) or 'no address'}")
-        self.host = host
-        self.addresses = addresses
 
 
 class AllowedNetworksBackend(httpcore.SyncBackend):
@@ -72,7 +70,7 @@ class AllowedNetworksBackend(httpcore.SyncBackend):
         ip = ipaddress.ip_address(address.split("%", 1)[0])
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped
-        return any(ip.version == net.version and ip in net for net in self._networks)
+        return any(ip in net for net in self._networks)  # an address is never in the other version's network
 
 
 def _transport(networks: tuple[Network, ...]) -> httpx.HTTPTransport:
