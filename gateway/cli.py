@@ -98,6 +98,10 @@ def _route(config: Config, args: argparse.Namespace) -> int:
 
 
 def _configure_logging(level: str) -> None:
+    # The formats below name no source file, thread or process; not gathering them for every
+    # record (an access line per request) is the logging docs' own advice for a hot path.
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     root = logging.getLogger()
     root.setLevel(level)
     handler = logging.StreamHandler(sys.stderr)

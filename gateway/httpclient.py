@@ -1,26 +1,29 @@
-"""A small pooled HTTP/1.1 client on the standard library's http.client, for calls to the engines.
+"""A small pooled HTTP/1.1 client for calls to the engines: raw sockets, httptools' parser.
 
 Why not httpx here: on this hot path ``httpx.Client.send`` costs about 350 us of CPU per call
-(URL merging, the cookie jar, auth and redirect plumbing, pool bookkeeping) against about 70 us
-for a kept-alive ``http.client`` connection, and the gateway's whole budget is 500 us per request
-(bench/RESULTS.md). It does exactly what the gateway needs: POST a JSON body, keep-alive,
-connect and read timeouts, the body whole or as it arrives. Failures surface as the httpx
-exceptions the rest of the gateway handles. httpx still serves probes, image fetches and the
-remote embedding service, where a few hundred microseconds do not matter.
+(URL merging, the cookie jar, auth and redirect plumbing, pool bookkeeping), and the gateway's whole
+budget is 500 us per request (bench/RESULTS.md). ``http.client`` was the next step down, but its
+head parsing goes through the ``email`` package and cost about a third of the app's time.
+This does exactly what the gateway needs: POST a JSON body in one send, keep-alive, connect and
+read timeouts, the body whole or as it arrives, with llhttp (through httptools, as uvicorn uses it)
+doing the parsing and the chunked decoding. Failures surface as the httpx exceptions the rest of
+the gateway handles. httpx still serves probes, image fetches and the remote embedding service,
+where a few hundred microseconds do not matter.
 """
 
 from __future__ import annotations
 
 import contextlib
-import http.client
 import select
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
+import httptools
 import httpx
 
 from gateway import turns
@@ -33,8 +36,7 @@ from gateway import turns
 HOLD_SECONDS = 0.00025
 # Bigger request bodies (inlined images) may fill the socket buffer: send those without the turn.
 _SEND_IN_TURN_BYTES = 256 * 1024
-
-_STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError, http.client.CannotSendRequest)
+_READ_BYTES = 65536
 
 
 class Pace:
@@ -82,26 +84,75 @@ class _PacedSocket(socket.socket):
             return super().sendall(data, flags)
 
 
-class _Connection(http.client.HTTPConnection):
-    def __init__(self, host: str, port: int, timeout: float, pace: Pace) -> None:
-        super().__init__(host, port, timeout=timeout)
-        self._pace = pace
+class _Stale(Exception):
+    """A kept-alive connection the backend had already closed: nothing was answered, try anew."""
 
-    def connect(self) -> None:
-        super().connect()
-        assert self.sock is not None
-        self.sock = _PacedSocket.adopt(self.sock, self._pace)
 
-    def _send_output(self, message_body: Any = None, encode_chunked: bool = False) -> None:
-        # http.client sends the head and the body with a send() each: two syscalls and, with
-        # TCP_NODELAY, two segments for the engine to read. A JSON body goes out with its head.
-        if isinstance(message_body, bytes) and not encode_chunked:
-            self._buffer.extend((b"", message_body))  # type: ignore[attr-defined]
-            message = b"\r\n".join(self._buffer)  # type: ignore[attr-defined]
-            del self._buffer[:]  # type: ignore[attr-defined]
-            self.send(message)
-            return
-        super()._send_output(message_body, encode_chunked)  # type: ignore[misc]
+class _Message:
+    """One response as httptools reports it (its callbacks), fed from one connection."""
+
+    __slots__ = ("_headers", "complete", "headers_done", "keep_alive", "parser", "parts", "raw_headers", "status")
+
+    def __init__(self) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+        self.status = 0
+        self.raw_headers: list[tuple[bytes, bytes]] = []
+        self._headers: dict[str, str] | None = None
+        self.parts: list[bytes] = []
+        self.headers_done = self.complete = self.keep_alive = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.raw_headers.append((name, value))  # decoded only if asked for: most answers never are
+
+    def on_headers_complete(self) -> None:
+        # llhttp answers these only until the message completes.
+        self.status = self.parser.get_status_code()
+        self.keep_alive = self.parser.should_keep_alive()
+        self.headers_done = True
+
+    def on_body(self, body: bytes) -> None:
+        self.parts.append(body)
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+
+    @property
+    def headers(self) -> dict[str, str]:
+        if self._headers is None:
+            self._headers = {name.decode("latin-1").lower(): value.decode("latin-1")
+                             for name, value in self.raw_headers}
+        return self._headers
+
+    @property
+    def framed(self) -> bool:
+        """Whether the body's end is marked (a length or chunks), rather than the connection's end."""
+        return "content-length" in self.headers or "transfer-encoding" in self.headers
+
+
+class _Connection:
+    """One socket to a backend, and the buffer its reads land in."""
+
+    __slots__ = ("buffer", "sock", "tls", "view")
+
+    def __init__(self, sock: socket.socket, tls: bool) -> None:
+        self.sock, self.tls = sock, tls
+        self.buffer = bytearray(_READ_BYTES)
+        self.view = memoryview(self.buffer)
+
+    def feed(self, message: _Message) -> bool:
+        """Read once into ``message``; False when the backend closed the connection."""
+        if self.tls:  # TLS sockets cannot be paced: reads from TLS backends give up the turn whole
+            with turns.waiting():
+                received = self.sock.recv_into(self.buffer)
+        else:
+            received = self.sock.recv_into(self.buffer)
+        if received == 0:
+            return False
+        message.parser.feed_data(self.view[:received])
+        return True
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 class Pool:
@@ -112,62 +163,83 @@ class Pool:
         self._https = parts.scheme == "https"
         self._host = parts.hostname or "localhost"
         self._port = parts.port or (443 if self._https else 80)
-        self.prefix = parts.path.rstrip("/")
+        self.prefix = quote(parts.path.rstrip("/"), safe="/%:@!$&'()*+,;=-._~")
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        authority = host if parts.port is None else f"{host}:{self._port}"
+        self._head = f"HTTP/1.1\r\nHost: {authority}\r\nAccept-Encoding: identity\r\n" \
+                     "Content-Type: application/json\r\nContent-Length: "
         self._size = size
-        self._idle: list[http.client.HTTPConnection] = []
+        self._idle: list[_Connection] = []
         self._lock = threading.Lock()
+        self._tls_context: ssl.SSLContext | None = None
         self.pace = Pace()
 
-    def _connect(self, connect_timeout: float) -> http.client.HTTPConnection:
-        conn: http.client.HTTPConnection
-        if self._https:  # TLS sockets cannot be paced: calls to TLS backends give up the turn whole
-            conn = http.client.HTTPSConnection(self._host, self._port, timeout=connect_timeout)
-        else:
-            conn = _Connection(self._host, self._port, connect_timeout, self.pace)
+    def _connect(self, connect_timeout: float) -> _Connection:
         try:
             with turns.waiting():
-                conn.connect()
+                sock = socket.create_connection((self._host, self._port), timeout=connect_timeout)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if self._https:
+                    if self._tls_context is None:
+                        self._tls_context = ssl.create_default_context()
+                    return _Connection(self._tls_context.wrap_socket(sock, server_hostname=self._host), True)
         except TimeoutError as exc:
             raise httpx.ConnectTimeout(f"connect to {self._host}:{self._port} timed out") from exc
         except OSError as exc:
             raise httpx.ConnectError(f"{self._host}:{self._port}: {exc}") from exc
-        assert conn.sock is not None
-        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return conn
+        return _Connection(_PacedSocket.adopt(sock, self.pace), False)
 
     def post(self, path: str, body: bytes, *, read_timeout: float, connect_timeout: float) -> Response:
-        headers = {"Content-Type": "application/json", "Content-Length": str(len(body))}
+        request = f"POST {self.prefix}{path} {self._head}{len(body)}\r\n\r\n".encode("latin-1") + body
         for _ in range(2):
             with self._lock:
                 conn = self._idle.pop() if self._idle else None
             reused = conn is not None
             if conn is None:
                 conn = self._connect(connect_timeout)
-            assert conn.sock is not None
             conn.sock.settimeout(read_timeout)
             try:
-                with self._blocking():
-                    conn.request("POST", self.prefix + path, body=body, headers=headers)
-                    raw = conn.getresponse()
-            except _STALE as exc:
+                return Response(self, conn, self._exchange(conn, request, reused))
+            except _Stale:
                 conn.close()
-                if reused:  # the backend closed an idle keep-alive connection: not an answer, try anew
-                    continue
-                raise httpx.RemoteProtocolError(str(exc) or type(exc).__name__) from exc
+                continue
             except TimeoutError as exc:
                 conn.close()
                 raise httpx.ReadTimeout("backend did not answer in time") from exc
-            except (OSError, http.client.HTTPException) as exc:
+            except httptools.HttpParserError as exc:
+                conn.close()
+                raise httpx.RemoteProtocolError(f"malformed response: {exc}") from exc
+            except httpx.RemoteProtocolError:
+                conn.close()
+                raise
+            except OSError as exc:
                 conn.close()
                 raise httpx.ReadError(str(exc) or type(exc).__name__) from exc
-            return Response(self, conn, raw)
         raise httpx.RemoteProtocolError("backend closed the connection twice")
 
-    def _blocking(self) -> contextlib.AbstractContextManager[None]:
-        """Plain sockets give up the turn themselves when they block; TLS ones cannot."""
-        return turns.waiting() if self._https else contextlib.nullcontext()
+    @staticmethod
+    def _exchange(conn: _Connection, request: bytes, reused: bool) -> _Message:
+        message = _Message()
+        answered = False
+        try:
+            if conn.tls:
+                with turns.waiting():
+                    conn.sock.sendall(request)
+            else:
+                conn.sock.sendall(request)
+            while not message.headers_done:
+                if not conn.feed(message):
+                    if reused and not answered:
+                        raise _Stale
+                    raise httpx.RemoteProtocolError("backend closed the connection without a whole answer")
+                answered = True
+        except (BrokenPipeError, ConnectionResetError):
+            if reused and not answered:
+                raise _Stale from None
+            raise
+        return message
 
-    def release(self, conn: http.client.HTTPConnection) -> None:
+    def release(self, conn: _Connection) -> None:
         with self._lock:
             if len(self._idle) < self._size:
                 self._idle.append(conn)
@@ -184,52 +256,62 @@ class Pool:
 class Response:
     """The part of httpx.Response the gateway uses: status_code, headers, read(), iter_raw(), close()."""
 
-    def __init__(self, pool: Pool, conn: http.client.HTTPConnection, raw: http.client.HTTPResponse) -> None:
-        self._pool, self._conn, self._raw = pool, conn, raw
-        self.status_code = raw.status
-        self.headers = raw.headers  # case-insensitive .get(), like httpx.Headers
+    def __init__(self, pool: Pool, conn: _Connection, message: _Message) -> None:
+        self._pool, self._conn, self._message = pool, conn, message
+        self.status_code = message.status
         self._done = False
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """Names lower-cased, so ``.get()`` works as on httpx.Headers."""
+        return self._message.headers
+
     def read(self) -> bytes:
-        with self._body_errors("mid-body"), self._pool._blocking():
-            data = self._raw.read()
-        self._finish()
-        return data
+        return b"".join(self.iter_raw())
 
     def iter_raw(self) -> Iterator[bytes]:
-        with self._body_errors("mid-stream"):
+        message = self._message
+        with self._body_errors():
             while True:
-                with self._pool._blocking():
-                    chunk = self._raw.read1(65536)
-                if not chunk:
+                if message.parts:
+                    parts, message.parts = message.parts, []
+                    yield from parts
+                if message.complete:
                     break
-                yield chunk
-            self._raw.read()  # read1 stops at Content-Length without marking the response done
+                if not self._conn.feed(message):
+                    if message.framed:
+                        raise httpx.RemoteProtocolError("backend closed the connection mid-body")
+                    message.complete = True  # no length given: the body ends where the connection does
         self._finish()
 
     @contextlib.contextmanager
-    def _body_errors(self, where: str) -> Iterator[None]:
+    def _body_errors(self) -> Iterator[None]:
         """A failed read leaves the connection unusable: drop it, and report it in httpx's terms."""
         try:
             yield
         except TimeoutError as exc:
             self.close()
-            raise httpx.ReadTimeout(f"backend stalled {where}") from exc
-        except (OSError, http.client.HTTPException) as exc:
+            raise httpx.ReadTimeout("backend stalled mid-body") from exc
+        except httptools.HttpParserError as exc:
+            self.close()
+            raise httpx.RemoteProtocolError(f"malformed response body: {exc}") from exc
+        except httpx.RemoteProtocolError:
+            self.close()
+            raise
+        except OSError as exc:
             self.close()
             raise httpx.RemoteProtocolError(str(exc) or type(exc).__name__) from exc
 
     def _finish(self) -> None:
         if not self._done:
             self._done = True
-            if self._raw.will_close or not self._raw.isclosed():
-                self._conn.close()
-            else:
+            if self._message.keep_alive:
                 self._pool.release(self._conn)
+            else:
+                self._conn.close()
 
     def close(self) -> None:
         """Unread body left: the connection cannot be reused, drop it."""
         if not self._done:
             self._done = True
-            self._raw.close()
             self._conn.close()

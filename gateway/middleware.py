@@ -5,9 +5,9 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import os
 import re
 import time
-import uuid
 from typing import Any
 
 import falcon
@@ -25,7 +25,7 @@ class RequestIdMiddleware:
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.started = time.perf_counter()
         given = req.get_header("X-Request-ID")
-        req.context.request_id = given if given and _SAFE_REQUEST_ID.match(given) else uuid.uuid4().hex
+        req.context.request_id = given if given and _SAFE_REQUEST_ID.match(given) else os.urandom(16).hex()
         resp.set_header("X-Request-ID", req.context.request_id)
 
 
@@ -67,6 +67,9 @@ class AccessLogMiddleware:
     def __init__(self, metrics: Any, enabled: bool) -> None:
         self._metrics = metrics
         self._enabled = enabled
+        # prometheus_client looks a labelled child up under a lock on every .labels() call; the
+        # routes and statuses are few, so keep the children at hand.
+        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
 
     def process_response(
         self, req: falcon.Request, resp: falcon.Response, resource: object, req_succeeded: bool
@@ -75,8 +78,12 @@ class AccessLogMiddleware:
         elapsed = time.perf_counter() - started if started is not None else 0.0
         route = req.uri_template or "unmatched"
         status = resp.status_code
-        self._metrics.requests.labels(route, str(status)).inc()
-        self._metrics.latency.labels(route).observe(elapsed)
+        children = self._children.get((route, status))
+        if children is None:
+            children = (self._metrics.requests.labels(route, str(status)), self._metrics.latency.labels(route))
+            self._children[(route, status)] = children
+        children[0].inc()
+        children[1].observe(elapsed)
         if not self._enabled:
             return
         entry = {

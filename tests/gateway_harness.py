@@ -116,9 +116,11 @@ class LiveGateway:
             for channel in list(self.server._map.values()):
                 channel.close()
 
+        # Workers first: one finishing a request wakes the loop through the trigger, which must
+        # still be open then (closing it first raced them into EBADF).
+        self.server.task_dispatcher.shutdown(cancel_pending=True, timeout=2)
         self.server.trigger.pull_trigger(close_every_channel)
         self._thread.join(5)
-        self.server.task_dispatcher.shutdown(cancel_pending=True, timeout=2)
         self.gateway.close()
 
 

@@ -1,33 +1,143 @@
-"""The engine client's wire behaviour that the benchmarks depend on."""
+"""The engine client's wire behaviour: one send per request, keep-alive, framing and its failures."""
 
 from __future__ import annotations
 
-from gateway.httpclient import Pace, Pool, _Connection
+from collections.abc import Iterable
+
+import httpx
+import pytest
+
+from gateway.httpclient import Pool, Response, _Connection
 from tests.standins.fixtures import StandinServer
 
+CHAT = b'{"model":"m"}'
 
-class _RecordingSocket:
-    def __init__(self) -> None:
+
+class _ScriptedSocket:
+    """A backend socket that records what is sent and answers with the given reads, one per call."""
+
+    def __init__(self, reads: Iterable[bytes]) -> None:
         self.sent: list[bytes] = []
+        self.reads = list(reads)
+        self.closed = False
 
     def sendall(self, data: bytes) -> None:
         self.sent.append(bytes(data))
 
-    def close(self) -> None:
+    def recv_into(self, buffer: bytearray) -> int:
+        data = self.reads.pop(0) if self.reads else b""
+        buffer[: len(data)] = data
+        return len(data)
+
+    def settimeout(self, timeout: float) -> None:
         pass
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _pool_over(*reads: bytes, url: str = "http://127.0.0.1:1") -> tuple[Pool, _ScriptedSocket]:
+    """A pool whose one idle connection is a scripted socket (port 1: a new connection fails)."""
+    pool = Pool(url, 2)
+    sock = _ScriptedSocket(reads)
+    pool.release(_Connection(sock, tls=False))  # type: ignore[arg-type]
+    return pool, sock
+
+
+def _post(pool: Pool, path: str = "/v1/chat/completions") -> Response:
+    return pool.post(path, CHAT, read_timeout=5, connect_timeout=1)
 
 
 def test_a_json_request_goes_out_in_one_send_with_its_head() -> None:
-    conn = _Connection("127.0.0.1", 1, 1.0, Pace())
-    sock = _RecordingSocket()
-    conn.sock = sock  # type: ignore[assignment]
-    conn.request("POST", "/v1/chat/completions", body=b'{"model":"m"}',
-                 headers={"Content-Type": "application/json", "Content-Length": "13"})
+    pool, sock = _pool_over(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+    assert _post(pool).read() == b"{}"
     assert len(sock.sent) == 1, sock.sent
     head, _, body = sock.sent[0].partition(b"\r\n\r\n")
-    assert head.startswith(b"POST /v1/chat/completions HTTP/1.1\r\n")
-    assert b"Content-Length: 13" in head.split(b"\r\n")
-    assert body == b'{"model":"m"}'
+    lines = head.split(b"\r\n")
+    assert lines[0] == b"POST /v1/chat/completions HTTP/1.1"
+    assert b"Host: 127.0.0.1:1" in lines
+    assert b"Content-Length: 13" in lines
+    assert b"Content-Type: application/json" in lines
+    assert body == CHAT
+
+
+def test_a_base_url_path_prefixes_every_request() -> None:
+    pool, sock = _pool_over(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", url="http://127.0.0.1:1/engine/")
+    _post(pool).read()
+    assert sock.sent[0].startswith(b"POST /engine/v1/chat/completions HTTP/1.1\r\n")
+
+
+def test_a_kept_alive_connection_is_reused_and_one_marked_close_is_not() -> None:
+    pool, sock = _pool_over(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na",
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\nb",
+    )
+    assert _post(pool).read() == b"a"
+    assert not sock.closed
+    assert _post(pool).read() == b"b"
+    assert sock.closed and len(sock.sent) == 2
+    with pytest.raises(httpx.ConnectError):  # nothing idle left: a new connection to port 1
+        _post(pool)
+
+
+def test_status_and_headers_are_read_case_insensitively_from_lower_cased_names() -> None:
+    pool, _ = _pool_over(b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 3\r\nContent-Length: 0\r\n\r\n")
+    response = _post(pool)
+    assert response.status_code == 429
+    assert response.headers.get("retry-after") == "3"
+
+
+def test_a_chunked_stream_yields_each_piece_as_it_arrives_decoded() -> None:
+    pool, sock = _pool_over(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"6\r\ndata:1\r\n",
+        b"6\r\nda",
+        b"ta:2\r\n0\r\n\r\n",
+    )
+    response = _post(pool)
+    assert list(response.iter_raw()) == [b"data:1", b"da", b"ta:2"]
+    assert not sock.closed  # a whole chunked body leaves the connection reusable
+
+
+def test_a_body_without_a_length_ends_with_the_connection() -> None:
+    pool, sock = _pool_over(b"HTTP/1.1 200 OK\r\n\r\nhel", b"lo")
+    assert _post(pool).read() == b"hello"
+    assert sock.closed
+
+
+@pytest.mark.parametrize("reads", [
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab",),
+])
+def test_a_body_cut_short_is_a_protocol_error_and_drops_the_connection(reads: tuple[bytes, ...]) -> None:
+    pool, sock = _pool_over(*reads)
+    response = _post(pool)
+    with pytest.raises(httpx.RemoteProtocolError, match="mid-body"):
+        response.read()
+    assert sock.closed
+
+
+def test_a_malformed_answer_is_a_protocol_error_not_a_crash() -> None:
+    pool, sock = _pool_over(b"SPDY/9 what\r\n\r\n")
+    with pytest.raises(httpx.RemoteProtocolError, match="malformed"):
+        _post(pool)
+    assert sock.closed
+
+
+def test_an_idle_connection_the_backend_closed_is_replaced_and_the_request_still_answered() -> None:
+    with StandinServer.vllm(model="m") as server:
+        pool = Pool(server.url, 2)
+        stale = _ScriptedSocket([])  # the first read finds the connection closed
+        pool.release(_Connection(stale, tls=False))  # type: ignore[arg-type]
+        try:
+            body = b'{"model":"m","messages":[{"role":"user","content":"hi"}]}'
+            response = pool.post("/v1/chat/completions", body, read_timeout=5, connect_timeout=1)
+            assert response.status_code == 200
+            assert b"choices" in response.read()
+        finally:
+            pool.close()
+        assert stale.closed
+        assert len(server.bodies("/v1/chat/completions")) == 1
 
 
 def test_requests_sent_in_one_piece_reach_the_engine_intact_one_after_another() -> None:

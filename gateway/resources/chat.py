@@ -103,6 +103,7 @@ def _rename_model(content: bytes, requested: str) -> bytes:
         data = json.loads(content)
     except ValueError as exc:
         raise UpstreamError("The backend sent a response that is not JSON.") from exc
-    if isinstance(data, dict):
-        data["model"] = requested
+    if not isinstance(data, dict) or data.get("model") == requested:
+        return content  # nothing to rename: spare the re-encoding
+    data["model"] = requested
     return json.dumps(data).encode()
