@@ -14,13 +14,13 @@ where a few hundred microseconds do not matter.
 from __future__ import annotations
 
 import contextlib
+import math
 import select
 import socket
 import ssl
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
 from urllib.parse import quote, urlsplit
 
 import httptools
@@ -48,40 +48,16 @@ class Pace:
         self.fast = True
 
 
-class _PacedSocket(socket.socket):
-    """A socket whose blocking reads give up the request thread's turn, unless the backend has
-    been answering within ``HOLD_SECONDS`` and does so again."""
-
-    pace: Pace
-
-    @classmethod
-    def adopt(cls, sock: socket.socket, pace: Pace) -> _PacedSocket:
-        paced = cls(sock.family, sock.type, sock.proto, fileno=sock.detach())
-        paced.pace = pace
-        return paced
-
-    def _readable_within(self, seconds: float) -> bool:
-        try:
-            return bool(select.select((self,), (), (), seconds)[0])
-        except ValueError:  # descriptors past FD_SETSIZE: no hold (poll() cannot wait under 1 ms)
-            return False
-
-    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
-        if not turns.held():
-            return super().recv_into(buffer, nbytes, flags)
-        started = time.monotonic()
-        if self.pace.fast and self._readable_within(HOLD_SECONDS):
-            return super().recv_into(buffer, nbytes, flags)
-        with turns.waiting():
-            received = super().recv_into(buffer, nbytes, flags)
-        self.pace.fast = time.monotonic() - started < HOLD_SECONDS
-        return received
-
-    def sendall(self, data: Any, flags: int = 0) -> None:
-        if len(data) <= _SEND_IN_TURN_BYTES:
-            return super().sendall(data, flags)
-        with turns.waiting():
-            return super().sendall(data, flags)
+def _ready(sock: socket.socket, *, write: bool, seconds: float) -> bool:
+    """Wait up to ``seconds`` for ``sock`` to be readable (or writable)."""
+    try:
+        if write:
+            return bool(select.select((), (sock,), (), seconds)[1])
+        return bool(select.select((sock,), (), (), seconds)[0])
+    except ValueError:  # descriptors past FD_SETSIZE: poll(), which counts in whole milliseconds
+        poller = select.poll()
+        poller.register(sock, select.POLLOUT if write else select.POLLIN)
+        return bool(poller.poll(max(1, math.ceil(seconds * 1000))))
 
 
 class _Stale(Exception):
@@ -130,22 +106,60 @@ class _Message:
 
 
 class _Connection:
-    """One socket to a backend, and the buffer its reads land in."""
+    """One plain socket to a backend, the buffer its reads land in, and its waits.
 
-    __slots__ = ("buffer", "sock", "tls", "view")
+    The socket is non-blocking and the waits are made here, not by a socket timeout: CPython polls
+    a timeout socket before every send and receive, two system calls per request for nothing. A
+    wait for the backend's answer first holds the request thread's turn for up to
+    ``HOLD_SECONDS`` if the backend has been answering that fast, then gives the turn up.
+    """
 
-    def __init__(self, sock: socket.socket, tls: bool) -> None:
-        self.sock, self.tls = sock, tls
+    __slots__ = ("buffer", "pace", "sock", "timeout", "view")
+
+    def __init__(self, sock: socket.socket, pace: Pace) -> None:
+        self.sock, self.pace = sock, pace
+        self.timeout = 0.0  # per wait, set for each request
         self.buffer = bytearray(_READ_BYTES)
         self.view = memoryview(self.buffer)
 
+    def send(self, data: bytes) -> None:
+        if len(data) > _SEND_IN_TURN_BYTES:
+            with turns.waiting():
+                self._send(data)
+        else:
+            self._send(data)
+
+    def _send(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[self.sock.send(view):]
+            except BlockingIOError:
+                with turns.waiting():
+                    if not _ready(self.sock, write=True, seconds=self.timeout):
+                        raise TimeoutError("backend did not take the request in time") from None
+
+    def recv(self) -> int:
+        sock = self.sock
+        while True:
+            if turns.held():
+                started = time.monotonic()
+                if not (self.pace.fast and _ready(sock, write=False, seconds=HOLD_SECONDS)):
+                    with turns.waiting():
+                        readable = _ready(sock, write=False, seconds=self.timeout)
+                    self.pace.fast = time.monotonic() - started < HOLD_SECONDS
+                    if not readable:
+                        raise TimeoutError("backend did not answer in time")
+            elif not _ready(sock, write=False, seconds=self.timeout):
+                raise TimeoutError("backend did not answer in time")
+            try:
+                return sock.recv_into(self.buffer)
+            except BlockingIOError:  # readable, then not after all: wait again
+                continue
+
     def feed(self, message: _Message) -> bool:
         """Read once into ``message``; False when the backend closed the connection."""
-        if self.tls:  # TLS sockets cannot be paced: reads from TLS backends give up the turn whole
-            with turns.waiting():
-                received = self.sock.recv_into(self.buffer)
-        else:
-            received = self.sock.recv_into(self.buffer)
+        received = self.recv()
         if received == 0:
             return False
         message.parser.feed_data(self.view[:received])
@@ -153,6 +167,21 @@ class _Connection:
 
     def close(self) -> None:
         self.sock.close()
+
+
+class _TLSConnection(_Connection):
+    """TLS sockets cannot be paced or left non-blocking simply: their waits give up the turn whole."""
+
+    __slots__ = ()
+
+    def send(self, data: bytes) -> None:
+        self.sock.settimeout(self.timeout)
+        with turns.waiting():
+            self.sock.sendall(data)
+
+    def recv(self) -> int:
+        with turns.waiting():
+            return self.sock.recv_into(self.buffer)
 
 
 class Pool:
@@ -182,12 +211,13 @@ class Pool:
                 if self._https:
                     if self._tls_context is None:
                         self._tls_context = ssl.create_default_context()
-                    return _Connection(self._tls_context.wrap_socket(sock, server_hostname=self._host), True)
+                    return _TLSConnection(self._tls_context.wrap_socket(sock, server_hostname=self._host), self.pace)
         except TimeoutError as exc:
             raise httpx.ConnectTimeout(f"connect to {self._host}:{self._port} timed out") from exc
         except OSError as exc:
             raise httpx.ConnectError(f"{self._host}:{self._port}: {exc}") from exc
-        return _Connection(_PacedSocket.adopt(sock, self.pace), False)
+        sock.setblocking(False)
+        return _Connection(sock, self.pace)
 
     def post(self, path: str, body: bytes, *, read_timeout: float, connect_timeout: float) -> Response:
         request = f"POST {self.prefix}{path} {self._head}{len(body)}\r\n\r\n".encode("latin-1") + body
@@ -197,7 +227,7 @@ class Pool:
             reused = conn is not None
             if conn is None:
                 conn = self._connect(connect_timeout)
-            conn.sock.settimeout(read_timeout)
+            conn.timeout = read_timeout
             try:
                 return Response(self, conn, self._exchange(conn, request, reused))
             except _Stale:
@@ -222,11 +252,7 @@ class Pool:
         message = _Message()
         answered = False
         try:
-            if conn.tls:
-                with turns.waiting():
-                    conn.sock.sendall(request)
-            else:
-                conn.sock.sendall(request)
+            conn.send(request)
             while not message.headers_done:
                 if not conn.feed(message):
                     if reused and not answered:

@@ -17,7 +17,7 @@ from typing import Any
 import waitress
 from waitress import utilities as waitress_utilities
 from waitress.channel import HTTPChannel
-from waitress.task import ThreadedTaskDispatcher
+from waitress.task import ThreadedTaskDispatcher, WSGITask
 
 from gateway.app import Gateway
 from gateway.turns import Turns
@@ -120,6 +120,43 @@ class TurnTakingDispatcher(ThreadedTaskDispatcher):  # type: ignore[misc]  # wai
                 self.logger.exception("Exception when servicing %r", task)
 
 
+class _HeadWithBodyTask(WSGITask):  # type: ignore[misc]
+    """waitress sends a response's head and its first body bytes with a send() each: two system
+    calls and two TCP segments for every answer. This holds the head back for the bytes after it."""
+
+    def write(self, data: bytes) -> None:
+        if self.wrote_header or not data:
+            super().write(data)
+            return
+        channel = self.channel
+        channel.hold_next_write = True
+        try:
+            super().write(data)
+        finally:
+            channel.release_held_write()  # the head alone, if no body followed it (HEAD, 204, 304)
+
+
+class HeadWithBodyChannel(HTTPChannel):  # type: ignore[misc]
+    task_class = _HeadWithBodyTask
+    hold_next_write = False
+    _held: bytes | None = None
+
+    def write_soon(self, data: bytes) -> int:
+        if self.hold_next_write:
+            self.hold_next_write = False
+            self._held = data
+            return len(data)
+        if self._held is not None:
+            data, self._held = self._held + data, None
+        return int(super().write_soon(data))
+
+    def release_held_write(self) -> None:
+        self.hold_next_write = False
+        if self._held is not None:
+            held, self._held = self._held, None
+            super().write_soon(held)
+
+
 def serve(gateway: Gateway, *, host: str, port: int, threads: int) -> None:
     service = gateway.config.service
     _openai_shaped_waitress_errors()
@@ -138,6 +175,7 @@ def serve(gateway: Gateway, *, host: str, port: int, threads: int) -> None:
         # waitress's documented test shim is its only way to supply the thread pool.
         _dispatcher=TurnTakingDispatcher(threads),
     )
+    server.channel_class = HeadWithBodyChannel
     gateway.start()
     draining = threading.Event()
 

@@ -16,6 +16,7 @@ import waitress
 
 from gateway.app import Gateway
 from gateway.config import parse_config
+from gateway.server import HeadWithBodyChannel
 from gateway.upstream import Upstreams
 
 FAST = {
@@ -91,9 +92,10 @@ def upstreams_with_clock(document: dict[str, Any], clock: FakeClock) -> Upstream
 class LiveGateway:
     """The gateway served by waitress on 127.0.0.1, as a client on the LAN would meet it."""
 
-    def __init__(self, gateway: Gateway, threads: int = 8) -> None:
+    def __init__(self, gateway: Gateway, threads: int = 8, channel_class: type = HeadWithBodyChannel) -> None:
         self.gateway = gateway
         self.server: Any = waitress.create_server(gateway.app, host="127.0.0.1", port=0, threads=threads)
+        self.server.channel_class = channel_class  # as gateway.server.serve() does
         self.url = f"http://127.0.0.1:{self.server.effective_port}"
         self._thread = threading.Thread(target=self.server.run, daemon=True)
 

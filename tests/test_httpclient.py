@@ -2,45 +2,52 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterable
 
 import httpx
 import pytest
 
-from gateway.httpclient import Pool, Response, _Connection
+from gateway.httpclient import Pace, Pool, Response, _Connection
 from tests.standins.fixtures import StandinServer
 
 CHAT = b'{"model":"m"}'
 
 
 class _ScriptedSocket:
-    """A backend socket that records what is sent and answers with the given reads, one per call."""
+    """A backend socket that records what is sent and answers with the given reads, one per call.
+    Waits on it end at once: its descriptor is one end of a pair kept readable and writable."""
 
     def __init__(self, reads: Iterable[bytes]) -> None:
         self.sent: list[bytes] = []
         self.reads = list(reads)
         self.closed = False
+        self._ready, self._other = socket.socketpair()
+        self._other.send(b"!")
 
-    def sendall(self, data: bytes) -> None:
+    def fileno(self) -> int:
+        return self._ready.fileno()
+
+    def send(self, data: bytes) -> int:
         self.sent.append(bytes(data))
+        return len(data)
 
     def recv_into(self, buffer: bytearray) -> int:
         data = self.reads.pop(0) if self.reads else b""
         buffer[: len(data)] = data
         return len(data)
 
-    def settimeout(self, timeout: float) -> None:
-        pass
-
     def close(self) -> None:
         self.closed = True
+        self._ready.close()
+        self._other.close()
 
 
 def _pool_over(*reads: bytes, url: str = "http://127.0.0.1:1") -> tuple[Pool, _ScriptedSocket]:
     """A pool whose one idle connection is a scripted socket (port 1: a new connection fails)."""
     pool = Pool(url, 2)
     sock = _ScriptedSocket(reads)
-    pool.release(_Connection(sock, tls=False))  # type: ignore[arg-type]
+    pool.release(_Connection(sock, Pace()))  # type: ignore[arg-type]
     return pool, sock
 
 
@@ -128,7 +135,7 @@ def test_an_idle_connection_the_backend_closed_is_replaced_and_the_request_still
     with StandinServer.vllm(model="m") as server:
         pool = Pool(server.url, 2)
         stale = _ScriptedSocket([])  # the first read finds the connection closed
-        pool.release(_Connection(stale, tls=False))  # type: ignore[arg-type]
+        pool.release(_Connection(stale, Pace()))  # type: ignore[arg-type]
         try:
             body = b'{"model":"m","messages":[{"role":"user","content":"hi"}]}'
             response = pool.post("/v1/chat/completions", body, read_timeout=5, connect_timeout=1)

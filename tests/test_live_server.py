@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import signal
 import subprocess
@@ -15,8 +16,10 @@ import httpx
 import openai
 import pytest
 import yaml
+from waitress.channel import HTTPChannel
 
-from tests.gateway_harness import gateway_config, live_gateway
+from gateway.server import HeadWithBodyChannel
+from tests.gateway_harness import LiveGateway, build, gateway_config, live_gateway
 from tests.standins.fixtures import StandinServer
 
 USER = [{"role": "user", "content": "hello"}]
@@ -186,3 +189,37 @@ def test_openai_client_embeddings_with_the_local_engine() -> None:
 
     assert cosine(vectors[0], vectors[1]) > cosine(vectors[0], vectors[2]) + 0.3
     assert result.usage.prompt_tokens > 0
+
+
+class _RecordingChannel(HTTPChannel):
+    """Below HeadWithBodyChannel: records what waitress is asked to send."""
+
+    writes: list[bytes] = []
+
+    def write_soon(self, data: bytes) -> int:
+        self.writes.append(bytes(data))
+        return int(super().write_soon(data))
+
+
+class _RecordedHeadWithBodyChannel(HeadWithBodyChannel, _RecordingChannel):
+    pass
+
+
+def test_an_answer_goes_out_with_its_head_in_one_write(ollama_a: StandinServer) -> None:
+    doc = gateway_config([{"name": "qwen3:4b", "engine": "ollama"}], ollama=[ollama_a.url])
+    _RecordingChannel.writes = writes = []
+    with LiveGateway(build(doc), channel_class=_RecordedHeadWithBodyChannel) as live:
+        writes.clear()  # the harness's own readiness check
+        reply = httpx.post(live.url + "/v1/chat/completions", json={"model": "qwen3:4b", "messages": USER})
+        assert reply.status_code == 200 and reply.json()["choices"]
+        assert len(writes) == 1
+        head, _, body = writes[0].partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 OK") and json.loads(body) == reply.json()
+        # Without a body after it, the head still goes out: HEAD, and a stream's first event.
+        writes.clear()
+        head_only = httpx.head(live.url + "/health", timeout=5)  # the app's 405 body is not sent to HEAD
+        assert head_only.status_code == 405 and writes == [writes[0]] and writes[0].endswith(b"\r\n\r\n")
+        with httpx.stream("POST", live.url + "/v1/chat/completions",
+                          json={"model": "qwen3:4b", "messages": USER, "stream": True}) as stream:
+            lines = [line for line in stream.iter_lines() if line.startswith("data: ")]
+        assert lines[-1] == "data: [DONE]" and len(lines) > 2

@@ -8,8 +8,10 @@ import threading
 import time
 from collections.abc import Callable
 
+import pytest
+
 from gateway import turns
-from gateway.httpclient import Pace, Pool, _PacedSocket
+from gateway.httpclient import Pace, Pool, _Connection
 from gateway.resources.limits import InflightLimiter
 from gateway.server import TurnTakingDispatcher
 from gateway.turns import Turns
@@ -138,16 +140,17 @@ def test_a_slow_backend_call_gives_up_the_turn_while_it_waits() -> None:
         server.stop()
 
 
-def test_a_backend_socket_remembers_whether_its_latest_wait_was_quick() -> None:
+def test_a_backend_connection_remembers_whether_its_latest_wait_was_quick() -> None:
     """A slow answer makes the next read give the turn up at once; a quick one lets it hold the
     turn briefly again. (Over TCP a response may arrive in several reads, so this uses a pair.)"""
     pace = Pace()
     ours, theirs = socket.socketpair()
-    paced = _PacedSocket.adopt(ours, pace)
-    buffer = bytearray(16)
+    ours.setblocking(False)
+    conn = _Connection(ours, pace)
+    conn.timeout = 5
     try:
         def read_in_turn() -> int:
-            return Turns().run(lambda: paced.recv_into(buffer))
+            return Turns().run(conn.recv)
 
         sender = threading.Timer(0.05, theirs.sendall, (b"late",))
         sender.start()
@@ -158,7 +161,22 @@ def test_a_backend_socket_remembers_whether_its_latest_wait_was_quick() -> None:
         assert read_in_turn() == 5
         assert pace.fast
     finally:
-        paced.close()
+        conn.close()
+        theirs.close()
+
+
+def test_a_backend_that_never_answers_times_out_after_the_read_timeout() -> None:
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    conn = _Connection(ours, Pace())
+    conn.timeout = 0.2
+    try:
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            Turns().run(conn.recv)
+        assert 0.15 < time.monotonic() - started < 2
+    finally:
+        conn.close()
         theirs.close()
 
 
