@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 import httpx
+import orjson
 
 from gateway import turns
 from gateway.config import EmbeddingSettings, normalize_base_url
@@ -136,7 +137,7 @@ class EmbeddingService:
     @staticmethod
     def _reshape(content: bytes, requested: str, encoding: str) -> dict[str, Any]:
         try:
-            data = json.loads(content)
+            data = orjson.loads(content)  # thousands of floats: several times faster than json
             items = sorted(data["data"], key=lambda item: item["index"])
             vectors = [item["embedding"] for item in items]
             usage = data.get("usage") or {}

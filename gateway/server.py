@@ -4,6 +4,7 @@ stop accepting, let in-flight requests finish, then exit."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -177,6 +178,10 @@ def serve(gateway: Gateway, *, host: str, port: int, threads: int) -> None:
     )
     server.channel_class = HeadWithBodyChannel
     gateway.start()
+    # What start-up built lives as long as the process: out of the collector's sight, a full
+    # collection under load takes about a millisecond instead of tens.
+    gc.collect()
+    gc.freeze()
     draining = threading.Event()
 
     def on_term(signum: int, frame: Any) -> None:

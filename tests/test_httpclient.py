@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import socket
 from collections.abc import Iterable
 
@@ -160,3 +161,25 @@ def test_requests_sent_in_one_piece_reach_the_engine_intact_one_after_another() 
             pool.close()
         assert [body["messages"][0]["content"] for body in server.bodies("/v1/chat/completions")] == \
             ["hi 0", "hi 1", "hi 2"]
+
+
+def test_answers_leave_no_reference_cycles_for_the_collector() -> None:
+    """A cycle per request means a collection every few hundred requests: a latency spike."""
+    with StandinServer.vllm(model="m") as server:
+        pool = Pool(server.url, 2)
+        body = b'{"model":"m","messages":[{"role":"user","content":"hi"}]%s}'
+        gc.collect()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            for _ in range(5):
+                pool.post("/v1/chat/completions", body % b"", read_timeout=5, connect_timeout=1).read()
+                streamed = pool.post("/v1/chat/completions", body % b',"stream":true', read_timeout=5,
+                                     connect_timeout=1)
+                assert b"[DONE]" in b"".join(streamed.iter_raw())
+            gc.collect()
+            left = [o for o in gc.garbage if type(o).__module__ in ("gateway.httpclient", "httptools.parser.parser")]
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+            pool.close()
+        assert left == []

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import json
-
 import falcon
+import orjson
 
 from gateway.embeddings import EmbeddingService
 from gateway.errors import ModelNotFound
@@ -44,5 +43,7 @@ class EmbeddingsResource:
             result = self._service.embed(body, route, self._budget.deadline())
         finally:
             self._limiter.release()
-        resp.data = json.dumps(result).encode()
+        # A batch of 64 is 24,576 floats: the json module spends about a tenth of the local
+        # engine's time writing them, orjson a fiftieth.
+        resp.data = orjson.dumps(result)
         resp.content_type = falcon.MEDIA_JSON
