@@ -83,6 +83,8 @@ class _Message:
     def on_headers_complete(self) -> None:
         # llhttp answers these only until the message completes.
         self.status = self.parser.get_status_code()
+        if self.status < 200:
+            return  # an interim answer (100 Continue, 103 Early Hints): the real one follows it
         self.keep_alive = self.parser.should_keep_alive()
         self.headers_done = True
 
@@ -90,6 +92,9 @@ class _Message:
         self.parts.append(body)
 
     def on_message_complete(self) -> None:
+        if self.status < 200:
+            self.raw_headers.clear()
+            return
         self.complete = True
         self.forget_parser()
 

@@ -95,6 +95,14 @@ def test_status_and_headers_are_read_case_insensitively_from_lower_cased_names()
     assert response.headers.get("retry-after") == "3"
 
 
+def test_an_interim_answer_is_skipped_for_the_one_after_it() -> None:
+    pool, _ = _pool_over(b"HTTP/1.1 100 Continue\r\nX-Interim: 1\r\n\r\n",
+                         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    response = _post(pool)
+    assert (response.status_code, response.read()) == (200, b"ok")
+    assert "x-interim" not in response.headers
+
+
 def test_a_chunked_stream_yields_each_piece_as_it_arrives_decoded() -> None:
     pool, sock = _pool_over(
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
