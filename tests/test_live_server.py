@@ -192,34 +192,40 @@ def test_openai_client_embeddings_with_the_local_engine() -> None:
 
 
 class _RecordingChannel(HTTPChannel):
-    """Below HeadWithBodyChannel: records what waitress is asked to send."""
+    """Below HeadWithBodyChannel: records each send() to the client, and how many bytes were
+    queued in the channel's out buffer (where the loop thread can see them) while it ran."""
 
-    writes: list[bytes] = []
+    sends: list[tuple[bytes, int]] = []
 
-    def write_soon(self, data: bytes) -> int:
-        self.writes.append(bytes(data))
-        return int(super().write_soon(data))
+    def send(self, data: bytes, do_close: bool = True) -> int:
+        self.sends.append((bytes(data), self.total_outbufs_len))
+        return int(super().send(data, do_close=do_close))
 
 
 class _RecordedHeadWithBodyChannel(HeadWithBodyChannel, _RecordingChannel):
     pass
 
 
-def test_an_answer_goes_out_with_its_head_in_one_write(ollama_a: StandinServer) -> None:
+def test_an_answer_goes_out_with_its_head_in_one_send_from_the_request_thread(ollama_a: StandinServer) -> None:
     doc = gateway_config([{"name": "qwen3:4b", "engine": "ollama"}], ollama=[ollama_a.url])
-    _RecordingChannel.writes = writes = []
+    _RecordingChannel.sends = sends = []
     with LiveGateway(build(doc), channel_class=_RecordedHeadWithBodyChannel) as live:
-        writes.clear()  # the harness's own readiness check
+        sends.clear()  # the harness's own readiness check
         reply = httpx.post(live.url + "/v1/chat/completions", json={"model": "qwen3:4b", "messages": USER})
         assert reply.status_code == 200 and reply.json()["choices"]
-        assert len(writes) == 1
-        head, _, body = writes[0].partition(b"\r\n\r\n")
+        assert len(sends) == 1
+        (data, queued), = sends
+        head, _, body = data.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 200 OK") and json.loads(body) == reply.json()
+        # Sent directly, never queued: queued bytes make waitress's loop thread spin until sent.
+        assert queued == 0
         # Without a body after it, the head still goes out: HEAD, and a stream's first event.
-        writes.clear()
+        sends.clear()
         head_only = httpx.head(live.url + "/health", timeout=5)  # the app's 405 body is not sent to HEAD
-        assert head_only.status_code == 405 and writes == [writes[0]] and writes[0].endswith(b"\r\n\r\n")
+        assert head_only.status_code == 405 and len(sends) == 1 and sends[0][0].endswith(b"\r\n\r\n")
+        sends.clear()
         with httpx.stream("POST", live.url + "/v1/chat/completions",
                           json={"model": "qwen3:4b", "messages": USER, "stream": True}) as stream:
             lines = [line for line in stream.iter_lines() if line.startswith("data: ")]
         assert lines[-1] == "data: [DONE]" and len(lines) > 2
+        assert b"".join(data for data, _ in sends).count(b"data: ") == len(lines)
