@@ -20,7 +20,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from urllib.parse import quote, urlsplit
 
 import httptools
@@ -58,6 +58,28 @@ def _ready(sock: socket.socket, *, write: bool, seconds: float) -> bool:
         poller = select.poll()
         poller.register(sock, select.POLLOUT if write else select.POLLIN)
         return bool(poller.poll(max(1, math.ceil(seconds * 1000))))
+
+
+@contextlib.contextmanager
+def _in_httpx_terms(
+    drop: Callable[[], None], *, timeout: str, malformed: str, os_error: type[httpx.TransportError]
+) -> Iterator[None]:
+    """A failed exchange leaves the connection unusable: drop it, and report the failure as the httpx
+    exception the rest of the gateway handles."""
+    try:
+        yield
+    except TimeoutError as exc:
+        drop()
+        raise httpx.ReadTimeout(timeout) from exc
+    except httptools.HttpParserError as exc:
+        drop()
+        raise httpx.RemoteProtocolError(f"{malformed}: {exc}") from exc
+    except httpx.RemoteProtocolError:
+        drop()
+        raise
+    except OSError as exc:
+        drop()
+        raise os_error(str(exc) or type(exc).__name__) from exc
 
 
 class _Stale(Exception):
@@ -240,22 +262,13 @@ class Pool:
                 conn = self._connect(connect_timeout)
             conn.timeout = read_timeout
             try:
-                return Response(self, conn, self._exchange(conn, request, reused))
+                with _in_httpx_terms(conn.close, timeout="backend did not answer in time",
+                                     malformed="malformed response", os_error=httpx.ReadError):
+                    message = self._exchange(conn, request, reused)
             except _Stale:
                 conn.close()
                 continue
-            except TimeoutError as exc:
-                conn.close()
-                raise httpx.ReadTimeout("backend did not answer in time") from exc
-            except httptools.HttpParserError as exc:
-                conn.close()
-                raise httpx.RemoteProtocolError(f"malformed response: {exc}") from exc
-            except httpx.RemoteProtocolError:
-                conn.close()
-                raise
-            except OSError as exc:
-                conn.close()
-                raise httpx.ReadError(str(exc) or type(exc).__name__) from exc
+            return Response(self, conn, message)
         raise httpx.RemoteProtocolError("backend closed the connection twice")
 
     @staticmethod
@@ -308,7 +321,8 @@ class Response:
 
     def iter_raw(self) -> Iterator[bytes]:
         message = self._message
-        with self._body_errors():
+        with _in_httpx_terms(self.close, timeout="backend stalled mid-body", malformed="malformed response body",
+                             os_error=httpx.RemoteProtocolError):
             while True:
                 if message.parts:
                     parts, message.parts = message.parts, []
@@ -320,24 +334,6 @@ class Response:
                         raise httpx.RemoteProtocolError("backend closed the connection mid-body")
                     message.complete = True  # no length given: the body ends where the connection does
         self._finish()
-
-    @contextlib.contextmanager
-    def _body_errors(self) -> Iterator[None]:
-        """A failed read leaves the connection unusable: drop it, and report it in httpx's terms."""
-        try:
-            yield
-        except TimeoutError as exc:
-            self.close()
-            raise httpx.ReadTimeout("backend stalled mid-body") from exc
-        except httptools.HttpParserError as exc:
-            self.close()
-            raise httpx.RemoteProtocolError(f"malformed response body: {exc}") from exc
-        except httpx.RemoteProtocolError:
-            self.close()
-            raise
-        except OSError as exc:
-            self.close()
-            raise httpx.RemoteProtocolError(str(exc) or type(exc).__name__) from exc
 
     def _finish(self) -> None:
         if not self._done:
