@@ -5,7 +5,6 @@ sentence-transformers engine."""
 from __future__ import annotations
 
 import base64
-import json
 import struct
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -13,7 +12,7 @@ from typing import Any, Protocol
 import httpx
 import orjson
 
-from gateway import turns
+from gateway import turns, wirejson
 from gateway.config import EmbeddingSettings, normalize_base_url
 from gateway.embeddings_local import EmbeddingUnavailable
 from gateway.errors import EmbeddingsDisabled, InvalidRequest, UpstreamError, UpstreamUnavailable
@@ -116,8 +115,7 @@ class EmbeddingService:
     ) -> dict[str, Any]:
         def build(target: Any) -> bytes:
             # Always ask for floats: not every engine version speaks base64, and we re-encode anyway.
-            return json.dumps({**body, "model": target.model.name, "input": texts,
-                               "encoding_format": "float"}).encode()
+            return wirejson.dumps({**body, "model": target.model.name, "input": texts, "encoding_format": "float"})
 
         result = self._upstreams.call(route.targets, "/v1/embeddings", build, deadline=deadline)
         return self._reshape(result.content, requested, encoding)

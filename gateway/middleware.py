@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import random
 import re
@@ -12,6 +11,7 @@ from typing import Any
 
 import falcon
 
+from gateway import wirejson
 from gateway.errors import AuthenticationFailed, InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 
 access_log = logging.getLogger("vilms.access")
@@ -101,7 +101,7 @@ class AccessLogMiddleware:
             value = req.context.get(key)
             if value is not None:
                 entry[key] = value
-        access_log.info(json.dumps(entry))
+        access_log.info(wirejson.dumps(entry).decode())
 
 
 def read_json(req: falcon.Request, max_bytes: int) -> Any:
@@ -117,7 +117,7 @@ def read_json(req: falcon.Request, max_bytes: int) -> Any:
     if not raw.strip():
         raise InvalidRequest("The request body is empty: send a JSON object.")
     try:
-        return json.loads(raw)
+        return wirejson.loads(raw)
     except (ValueError, RecursionError) as exc:
         detail = str(exc) if isinstance(exc, ValueError) else "nested too deeply"
         raise InvalidRequest(f"The request body is not valid JSON: {detail[:200]}") from exc

@@ -15,16 +15,15 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-import waitress
 from waitress import utilities as waitress_utilities
 from waitress.channel import HTTPChannel
-from waitress.task import ThreadedTaskDispatcher, WSGITask
+from waitress.task import ThreadedTaskDispatcher
 
 from gateway.app import Gateway
+from gateway.channel import WSGIApp, create_server
 from gateway.turns import Turns
 
 log = logging.getLogger("vilms.server")
-WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
 class InflightTracker:
@@ -121,70 +120,11 @@ class TurnTakingDispatcher(ThreadedTaskDispatcher):  # type: ignore[misc]  # wai
                 self.logger.exception("Exception when servicing %r", task)
 
 
-class _HeadWithBodyTask(WSGITask):  # type: ignore[misc]
-    """waitress sends a response's head and its first body bytes with a send() each: two system
-    calls and two TCP segments for every answer. This holds the head back for the bytes after it."""
-
-    def write(self, data: bytes) -> None:
-        if self.wrote_header or not data:
-            super().write(data)
-            return
-        channel = self.channel
-        channel.hold_next_write = True
-        try:
-            super().write(data)
-        finally:
-            channel.release_held_write()  # the head alone, if no body followed it (HEAD, 204, 304)
-
-
-class HeadWithBodyChannel(HTTPChannel):  # type: ignore[misc]
-    """A response's head goes out with its body, and straight from the request thread.
-
-    waitress queues each write in the channel's out buffer and then sends it from the same thread.
-    While the bytes sit there, the loop thread sees the channel writable: its select() returns at
-    once, it cannot take the buffer's lock, and it polls again, spinning on the GIL and the core
-    until the send returns (19 turns of its loop per request at c=8, against 2). With nothing queued
-    before them, bytes are sent directly; only what the socket does not take is queued.
-    """
-
-    task_class = _HeadWithBodyTask
-    hold_next_write = False
-    _held: bytes | None = None
-
-    def write_soon(self, data: bytes) -> int:
-        if self.hold_next_write:
-            self.hold_next_write = False
-            self._held = data
-            return len(data)
-        if self._held is not None:
-            data, self._held = self._held + data, None
-        if data and self.connected and not self.total_outbufs_len:
-            with self.outbuf_lock:
-                sent = 0
-                if not self.total_outbufs_len:
-                    try:
-                        sent = self.send(data, do_close=False)  # 0 when it would block or is gone
-                    except OSError:
-                        sent = 0  # waitress's own path below meets the error again and handles it
-                if sent:
-                    self.last_activity = time.time()
-                    if sent == len(data):
-                        return sent
-                    data = data[sent:]
-        return int(super().write_soon(data))
-
-    def release_held_write(self) -> None:
-        self.hold_next_write = False
-        if self._held is not None:
-            held, self._held = self._held, None
-            self.write_soon(held)
-
-
 def serve(gateway: Gateway, *, host: str, port: int, threads: int) -> None:
     service = gateway.config.service
     _openai_shaped_waitress_errors()
     tracker = InflightTracker(gateway.app)
-    server: Any = waitress.create_server(
+    server = create_server(
         tracker,
         host=host,
         port=port,
@@ -198,7 +138,6 @@ def serve(gateway: Gateway, *, host: str, port: int, threads: int) -> None:
         # waitress's documented test shim is its only way to supply the thread pool.
         _dispatcher=TurnTakingDispatcher(threads),
     )
-    server.channel_class = HeadWithBodyChannel
     gateway.start()
     # What start-up built lives as long as the process: out of the collector's sight, a full
     # collection under load takes about a millisecond instead of tens.

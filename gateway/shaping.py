@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from collections.abc import Callable
 from typing import Any
 
+from gateway import wirejson
 from gateway.config import Config
 from gateway.errors import ImageUnavailable, InvalidRequest
 from gateway.images import ImageFetcher
@@ -73,7 +73,7 @@ class ChatShaper:
             limit = model.max_frames or self._default_max_frames
             if _has_images(body):
                 body["messages"] = self._shape_messages(body["messages"], limit, target.engine, inlined)
-            return json.dumps(body).encode()
+            return wirejson.dumps(body)
 
         return build
 

@@ -12,11 +12,10 @@ from typing import Any
 
 import falcon.testing
 import httpx
-import waitress
 
 from gateway.app import Gateway
+from gateway.channel import HeadWithBodyChannel, create_server
 from gateway.config import parse_config
-from gateway.server import HeadWithBodyChannel
 from gateway.upstream import Upstreams
 
 FAST = {
@@ -94,8 +93,8 @@ class LiveGateway:
 
     def __init__(self, gateway: Gateway, threads: int = 8, channel_class: type = HeadWithBodyChannel) -> None:
         self.gateway = gateway
-        self.server: Any = waitress.create_server(gateway.app, host="127.0.0.1", port=0, threads=threads)
-        self.server.channel_class = channel_class  # as gateway.server.serve() does
+        self.server: Any = create_server(gateway.app, host="127.0.0.1", port=0, threads=threads)
+        self.server.channel_class = channel_class
         self.url = f"http://127.0.0.1:{self.server.effective_port}"
         self._thread = threading.Thread(target=self.server.run, daemon=True)
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import falcon
 
+from gateway import wirejson
 from gateway.errors import InvalidRequest, UpstreamError
 from gateway.middleware import read_json
 from gateway.resources.limits import InflightLimiter, RequestBudget, post_only
@@ -100,10 +100,10 @@ class _ReleasingRelay(SSERelay):
 def _rename_model(content: bytes, requested: str) -> bytes:
     """Answer with the name the client asked for, as the old gateway did (aliases stay opaque)."""
     try:
-        data = json.loads(content)
+        data = wirejson.loads(content)
     except ValueError as exc:
         raise UpstreamError("The backend sent a response that is not JSON.") from exc
     if not isinstance(data, dict) or data.get("model") == requested:
         return content  # nothing to rename: spare the re-encoding
     data["model"] = requested
-    return json.dumps(data).encode()
+    return wirejson.dumps(data)

@@ -1,0 +1,157 @@
+"""How waitress meets clients (gateway/channel.py): request heads parsed as waitress parses them,
+and a loop thread woken only when it must be, without a request ever waiting on its timeout."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import httpx
+import pytest
+from waitress.adjustments import Adjustments
+from waitress.parser import HTTPRequestParser
+
+from gateway.channel import _OnePassParser
+from tests.gateway_harness import gateway_config, live_gateway
+from tests.standins.fixtures import StandinServer
+
+USER = [{"role": "user", "content": "hello"}]
+BODY = b'{"model": "m", "messages": []}'
+
+HEADS = [
+    # what OpenAI clients, curl and wrk send
+    b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw:8989\r\nContent-Type: application/json\r\n"
+    b"Authorization: Bearer sk-1\r\nContent-Length: 30\r\n\r\n",
+    b"GET /v1/models?x=1&y=%20z#frag HTTP/1.1\r\nHost: gw\r\nAccept: */*\r\nUser-Agent: curl/8.5\r\n\r\n",
+    b"GET / HTTP/1.1\r\n\r\n",
+    b"GET /health HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+    b"GET /health HTTP/1.0\r\n\r\n",
+    b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n",
+    # spacing, empty values, repeated and underscored names
+    b"GET / HTTP/1.1\r\nX-A:   spaced value \t \r\nX-Empty:\r\nX-Tab:\tv\r\n\r\n",
+    b"GET / HTTP/1.1\r\nAccept: a\r\naccept: b\r\nACCEPT:c\r\n\r\n",
+    b"GET / HTTP/1.1\r\nX_Forwarded_For: 1.2.3.4\r\nX-Forwarded-For: 5.6.7.8\r\n\r\n",
+    b"GET / HTTP/1.1\r\nX-Latin: caf\xe9 \x80\xff\r\n\r\n",
+    # framing: chunked bodies, expect-continue, bad lengths, transfer codings waitress refuses
+    b"POST /v1/embeddings HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+    b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 30\r\n\r\n",
+    b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+    b"POST / HTTP/1.1\r\nContent-Length: 1, 2\r\n\r\n",
+    b"POST / HTTP/1.1\r\nContent-Length: 30\r\nContent-Length: 30\r\n\r\n",
+    b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+    b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 30\r\n\r\n",
+    # what waitress's grammar rejects or treats apart: these take its own path
+    b"GET / HTTP/1.1\r\nX-Folded: one\r\n  two\r\n\r\n",
+    b"GET / HTTP/1.1\r\nBad Name: v\r\n\r\n",
+    b"GET / HTTP/1.1\r\nNo-Colon\r\n\r\n",
+    b"GET / HTTP/1.1\r\nX-CR: a\rb\r\n\r\n",
+    b"GET / HTTP/1.1\r\nX-LF: a\nb\r\n\r\n",
+    b"GET / HTTP/1.1\r\n : v\r\n\r\n",
+    b"get / HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET\r\nHost: x\r\n\r\n",
+    b"GET / HTTP/1.1 extra\r\nHost: x\r\n\r\n",
+    b"GET //evil.example/path HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET http://proxy.example:8080/v1/models HTTP/1.1\r\nHost: x\r\n\r\n",
+]
+
+SEEN = ("completed", "empty", "error", "headers", "command", "path", "query", "fragment", "version",
+        "request_uri", "proxy_scheme", "proxy_netloc", "content_length", "chunked", "connection_close",
+        "expect_continue", "headers_finished", "first_line")
+
+
+def _parse(parser_class: type[HTTPRequestParser], data: bytes) -> dict[str, object]:
+    parser = parser_class(Adjustments())
+    consumed = parser.received(data)
+    if not parser.completed and parser.error is None and parser.body_rcv is not None:
+        consumed += parser.received(BODY)
+    seen = {name: getattr(parser, name, None) for name in SEEN}
+    seen["error"] = None if parser.error is None else (type(parser.error).__name__, parser.error.body)
+    seen["consumed"] = consumed
+    return seen
+
+
+@pytest.mark.parametrize("head", HEADS, ids=range(len(HEADS)))
+def test_request_heads_parse_exactly_as_waitress_parses_them(head: bytes) -> None:
+    assert _parse(_OnePassParser, head) == _parse(HTTPRequestParser, head)
+
+
+def test_a_head_split_across_reads_parses_the_same() -> None:
+    head = HEADS[0]
+    parser = _OnePassParser(Adjustments())
+    for i in range(0, len(head), 7):
+        parser.received(head[i : i + 7])
+    parser.received(BODY)
+    assert parser.completed and parser.error is None
+    assert parser.headers["AUTHORIZATION"] == "Bearer sk-1" and parser.get_body_stream().read() == BODY
+
+
+def _count_wakes(live: object) -> list[int]:
+    """Counts the loop thread's wake-ups through its trigger pipe."""
+    wakes = [0]
+    trigger = live.server.trigger  # type: ignore[attr-defined]
+    pull = trigger.pull_trigger
+
+    def counted(thunk: object = None) -> None:
+        wakes[0] += 1
+        pull(thunk)
+
+    trigger.pull_trigger = counted
+    return wakes
+
+
+def test_keep_alive_requests_do_not_wake_the_loop_and_none_waits_for_it(ollama_a: StandinServer) -> None:
+    # waitress wakes its loop thread after every request so that it watches the connection again;
+    # here it is watched all along. Were a wake skipped while the loop is not watching, the next
+    # request would sit unread until the loop's 1 s timeout.
+    doc = gateway_config([{"name": "qwen3:4b", "engine": "ollama"}], ollama=[ollama_a.url])
+    with live_gateway(doc) as live, httpx.Client(base_url=live.url, timeout=5) as client:
+        assert client.get("/health").status_code == 200
+        wakes = _count_wakes(live)
+        slowest = 0.0
+        for _ in range(20):
+            started = time.monotonic()
+            reply = client.post("/v1/chat/completions", json={"model": "qwen3:4b", "messages": USER})
+            slowest = max(slowest, time.monotonic() - started)
+            assert reply.status_code == 200 and reply.json()["choices"]
+        assert wakes[0] <= 2
+        assert slowest < 0.5
+
+
+def _read_answers(sock: socket.socket, count: int, limit: float) -> list[bytes]:
+    sock.settimeout(limit)
+    data = b""
+    while data.count(b"HTTP/1.1 ") < count or not data.endswith(b"}"):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return [b"HTTP/1.1 " + part for part in data.split(b"HTTP/1.1 ")[1:]]
+
+
+def test_pipelined_requests_are_answered_in_order_without_waiting(ollama_a: StandinServer) -> None:
+    doc = gateway_config([{"name": "qwen3:4b", "engine": "ollama"}], ollama=[ollama_a.url])
+    with live_gateway(doc) as live:
+        host, port = live.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=5) as sock:
+            started = time.monotonic()
+            sock.sendall(b"GET /v1/models HTTP/1.1\r\nHost: gw\r\n\r\n" * 3)
+            answers = _read_answers(sock, 3, limit=2)
+            assert time.monotonic() - started < 0.5
+    assert len(answers) == 3 and all(a.startswith(b"HTTP/1.1 200 OK") for a in answers)
+    assert len({a.partition(b"\r\n\r\n")[2] for a in answers}) == 1
+
+
+def test_connection_close_is_answered_then_closed_at_once(ollama_a: StandinServer) -> None:
+    doc = gateway_config([{"name": "qwen3:4b", "engine": "ollama"}], ollama=[ollama_a.url])
+    with live_gateway(doc) as live:
+        host, port = live.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=5) as sock:
+            started = time.monotonic()
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
+            sock.settimeout(2)
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+            closed_after = time.monotonic() - started
+    assert data.startswith(b"HTTP/1.1 200 OK") and b"Connection: close" in data
+    assert closed_after < 0.5
