@@ -4,6 +4,7 @@ the usual shape are parsed in one pass."""
 
 from __future__ import annotations
 
+import operator
 import re
 import threading
 import time
@@ -15,6 +16,7 @@ from waitress.channel import HTTPChannel
 from waitress.parser import HTTPRequestParser
 from waitress.rfc7230 import FIELD_VALUE, OWS, TOKEN
 from waitress.task import WSGITask
+from waitress.utilities import build_http_date
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -51,7 +53,39 @@ class _OnePassParser(HTTPRequestParser):  # type: ignore[misc]  # waitress ships
 
 class _HeadWithBodyTask(WSGITask):  # type: ignore[misc]
     """waitress sends a response's head and its first body bytes with a send() each: two system
-    calls and two TCP segments for every answer. This holds the head back for the bytes after it."""
+    calls and two TCP segments for every answer. This holds the head back for the bytes after it.
+
+    It also writes the head of the usual answer (HTTP/1.1, kept alive, a body of known length,
+    no Date, Server or Connection from the app) without waitress's per-header splitting and
+    capitalising and its per-answer date formatting; any other answer's head is waitress's own.
+    """
+
+    response_headers: list[tuple[str, str]]
+
+    def build_response_header(self) -> bytes:
+        if self.version != "1.1" or not self.has_body:
+            return bytes(super().build_response_header())
+        if self.request.headers.get("CONNECTION", "").lower() == "close":
+            return bytes(super().build_response_header())
+        headers = []
+        length = None
+        for name, value in self.response_headers:
+            name = _header_name(name)
+            if name in _HEADERS_WAITRESS_DECIDES_ON:
+                return bytes(super().build_response_header())
+            if name == "Content-Length":
+                length = value
+            headers.append((name, value))
+        if length is None:
+            return bytes(super().build_response_header())
+        ident = self.channel.server.adj.ident
+        if ident:
+            headers.append(("Server", ident))
+        headers.append(("Date", _http_date(self.start_time)))
+        self.response_headers = headers
+        # sorted by name as waitress does; stable, so same-named headers keep their order
+        lines = "".join([f"{name}: {value}\r\n" for name, value in sorted(headers, key=_by_name)])
+        return f"HTTP/1.1 {self.status}\r\n{lines}\r\n".encode("latin-1")
 
     def write(self, data: bytes) -> None:
         if self.wrote_header or not data:
@@ -63,6 +97,30 @@ class _HeadWithBodyTask(WSGITask):  # type: ignore[misc]
             super().write(data)
         finally:
             channel.release_held_write()  # the head alone, if no body followed it (HEAD, 204, 304)
+
+
+_HEADERS_WAITRESS_DECIDES_ON = frozenset({"Connection", "Date", "Server"})
+_by_name = operator.itemgetter(0)
+_header_names: dict[str, str] = {}  # the app's few header names, as waitress capitalises them
+_date: tuple[int, str] = (-1, "")
+
+
+def _header_name(name: str) -> str:
+    known = _header_names.get(name)
+    if known is None:
+        known = "-".join([part.capitalize() for part in name.split("-")])
+        if len(_header_names) < 256:
+            _header_names[name] = known
+    return known
+
+
+def _http_date(when: float) -> str:
+    global _date
+    second = int(when)
+    cached = _date
+    if cached[0] != second:
+        cached = _date = (second, build_http_date(when))
+    return cached[1]
 
 
 _serving = threading.local()  # the channel whose request this thread is serving

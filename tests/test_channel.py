@@ -10,8 +10,9 @@ import httpx
 import pytest
 from waitress.adjustments import Adjustments
 from waitress.parser import HTTPRequestParser
+from waitress.task import WSGITask
 
-from gateway.channel import _OnePassParser
+from gateway.channel import _HeadWithBodyTask, _OnePassParser
 from tests.gateway_harness import gateway_config, live_gateway
 from tests.standins.fixtures import StandinServer
 
@@ -155,3 +156,49 @@ def test_connection_close_is_answered_then_closed_at_once(ollama_a: StandinServe
             closed_after = time.monotonic() - started
     assert data.startswith(b"HTTP/1.1 200 OK") and b"Connection: close" in data
     assert closed_after < 0.5
+
+
+class _Server:
+    def __init__(self, ident: str) -> None:
+        self.adj = Adjustments(ident=ident)
+
+
+class _Channel:
+    def __init__(self, ident: str) -> None:
+        self.server = _Server(ident)
+        self.adj = self.server.adj
+        self.addr = ("127.0.0.1", 50000)
+
+
+ANSWERS = [
+    ("200 OK", [("Content-Type", "application/json"), ("Content-Length", "2"), ("X-Request-ID", "r1")]),
+    ("200 OK", [("content-length", "2"), ("x-vilms-model", "m"), ("x-a", "1"), ("X-A", "2"), ("x-a", "3")]),
+    ("400 Bad Request", [("Content-Length", "40"), ("content-type", "application/json")]),
+    ("200 OK", [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache")]),  # a stream: no length
+    ("204 No Content", [("Content-Length", "0")]),
+    ("304 Not Modified", [("ETag", "x")]),
+    ("200 OK", [("Content-Length", "2"), ("Connection", "keep-alive")]),
+    ("200 OK", [("Content-Length", "2"), ("connection", "close")]),
+    ("200 OK", [("Content-Length", "2"), ("Date", "Mon, 01 Jan 2024 00:00:00 GMT")]),
+    ("200 OK", [("Content-Length", "2"), ("server", "engine/1.0")]),
+    ("200 OK", [("Content-Length", "2"), ("X-Multi-Part-Name", "v"), ("WWW-Authenticate", "Bearer")]),
+]
+REQUESTS = [b"GET / HTTP/1.1\r\nHost: gw\r\n\r\n", b"GET / HTTP/1.1\r\nConnection: Close\r\n\r\n",
+            b"GET / HTTP/1.0\r\n\r\n", b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"]
+
+
+@pytest.mark.parametrize("ident", ["vilms-gateway", ""])
+@pytest.mark.parametrize("request_head", REQUESTS, ids=range(len(REQUESTS)))
+@pytest.mark.parametrize(("status", "headers"), ANSWERS, ids=range(len(ANSWERS)))
+def test_response_heads_are_written_exactly_as_waitress_writes_them(
+    status: str, headers: list[tuple[str, str]], request_head: bytes, ident: str
+) -> None:
+    def head(task_class: type[WSGITask]) -> tuple[bytes, bool, bool, list[tuple[str, str]]]:
+        request = HTTPRequestParser(Adjustments())
+        request.received(request_head)
+        task = task_class(_Channel(ident), request)
+        task.start_time = 1_764_561_600.25
+        task.status, task.response_headers = status, list(headers)
+        return task.build_response_header(), task.close_on_finish, task.chunked_response, task.response_headers
+
+    assert head(_HeadWithBodyTask) == head(WSGITask)
