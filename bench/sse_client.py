@@ -91,7 +91,7 @@ def _one(conn: _Conn, request: bytes) -> tuple[float, float, int, bool]:
     done = time.perf_counter()
     if not body.rstrip().endswith(b"data: [DONE]"):
         raise RuntimeError("stream did not end with [DONE]")
-    # waitress closes the connection after every chunked response; the reconnect is not timed.
+    # A server that closes the connection after a stream says so in its head; the reconnect is not timed.
     closing = "connection: close" in head
     return (first - started) * 1000, (done - started) * 1000, body.count(b"data: "), closing
 

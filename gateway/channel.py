@@ -55,9 +55,13 @@ class _HeadWithBodyTask(WSGITask):  # type: ignore[misc]
     """waitress sends a response's head and its first body bytes with a send() each: two system
     calls and two TCP segments for every answer. This holds the head back for the bytes after it.
 
-    It also writes the head of the usual answer (HTTP/1.1, kept alive, a body of known length,
-    no Date, Server or Connection from the app) without waitress's per-header splitting and
-    capitalising and its per-answer date formatting; any other answer's head is waitress's own.
+    It also writes the head of the usual answer (HTTP/1.1, kept alive, a body, no Date, Server or
+    Connection from the app) without waitress's per-header splitting and capitalising and its
+    per-answer date formatting; any other answer's head is waitress's own.
+
+    An answer of unknown length (a stream) goes out chunked, as waitress sends it, but the
+    connection stays open after its last chunk: waitress closes it, so an OpenAI client that
+    streams one answer after another paid a new connection for each.
     """
 
     response_headers: list[tuple[str, str]]
@@ -77,7 +81,10 @@ class _HeadWithBodyTask(WSGITask):  # type: ignore[misc]
                 length = value
             headers.append((name, value))
         if length is None:
-            return bytes(super().build_response_header())
+            if self.content_length is not None:  # waitress counted a one-part body: it adds the length
+                return bytes(super().build_response_header())
+            headers.append(("Transfer-Encoding", "chunked"))
+            self.chunked_response = True
         ident = self.channel.server.adj.ident
         if ident:
             headers.append(("Server", ident))

@@ -3,6 +3,7 @@ and a loop thread woken only when it must be, without a request ever waiting on 
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 
@@ -201,4 +202,45 @@ def test_response_heads_are_written_exactly_as_waitress_writes_them(
         task.status, task.response_headers = status, list(headers)
         return task.build_response_header(), task.close_on_finish, task.chunked_response, task.response_headers
 
-    assert head(_HeadWithBodyTask) == head(WSGITask)
+    ours, theirs = head(_HeadWithBodyTask), head(WSGITask)
+    streamed = not any(name.lower() == "content-length" for name, _ in headers)
+    if status == "200 OK" and request_head == REQUESTS[0] and streamed:
+        # A stream to an HTTP/1.1 client that keeps alive: waitress closes the connection after it;
+        # the gateway keeps it, and otherwise writes the same head.
+        raw, close_on_finish, chunked, kept = theirs
+        assert close_on_finish and b"Connection: close\r\n" in raw
+        kept = [header for header in kept if header != ("Connection", "close")]
+        theirs = (raw.replace(b"Connection: close\r\n", b""), False, chunked, kept)
+    assert ours == theirs
+
+
+def test_streamed_answers_keep_the_connection_for_the_next_request(ollama_a: StandinServer) -> None:
+    doc = gateway_config([{"name": "qwen3:4b", "engine": "ollama"}], ollama=[ollama_a.url])
+    body = json.dumps({"model": "qwen3:4b", "messages": USER, "stream": True}).encode()
+    request = b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+    request += b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    with live_gateway(doc) as live:
+        host, port = live.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=5) as sock:
+            for _ in range(3):  # one connection, answer after answer
+                sock.sendall(request)
+                data = b""
+                while not data.endswith(b"\r\n0\r\n\r\n"):
+                    chunk = sock.recv(65536)
+                    assert chunk, "the gateway closed the connection after a stream"
+                    data += chunk
+                head, _, chunked = data.partition(b"\r\n\r\n")
+                assert head.startswith(b"HTTP/1.1 200 OK") and b"Transfer-Encoding: chunked" in head
+                assert b"Connection: close" not in head
+                events = _dechunk(chunked).decode().split("\n\n")
+                assert events[-2] == "data: [DONE]" and len(events) > 3
+
+
+def _dechunk(data: bytes) -> bytes:
+    out = b""
+    while True:
+        size_line, _, data = data.partition(b"\r\n")
+        size = int(size_line, 16)
+        if size == 0:
+            return out
+        out, data = out + data[:size], data[size + 2 :]
