@@ -1,6 +1,6 @@
 """How waitress meets the gateway's clients: a response's head goes out with its body and straight
-from the request thread, the loop thread is woken only when it has to be, and request heads of
-the usual shape are parsed in one pass."""
+from the request thread, the loop thread is woken only when it has to be, heads of the usual shape
+are parsed and written in one pass, and streams keep their connection."""
 
 from __future__ import annotations
 
@@ -51,6 +51,30 @@ class _OnePassParser(HTTPRequestParser):  # type: ignore[misc]  # waitress ships
         super().parse_header(header_plus[:fields_start])
 
 
+_HEADERS_WAITRESS_DECIDES_ON = frozenset({"Connection", "Date", "Server"})
+_by_name = operator.itemgetter(0)
+_header_names: dict[str, str] = {}  # the app's few header names, as waitress capitalises them
+_date: tuple[int, str] = (-1, "")
+
+
+def _header_name(name: str) -> str:
+    known = _header_names.get(name)
+    if known is None:
+        known = "-".join([part.capitalize() for part in name.split("-")])
+        if len(_header_names) < 256:
+            _header_names[name] = known
+    return known
+
+
+def _http_date(when: float) -> str:
+    global _date
+    second = int(when)
+    cached = _date
+    if cached[0] != second:
+        cached = _date = (second, build_http_date(when))
+    return cached[1]
+
+
 class _HeadWithBodyTask(WSGITask):  # type: ignore[misc]
     """waitress sends a response's head and its first body bytes with a send() each: two system
     calls and two TCP segments for every answer. This holds the head back for the bytes after it.
@@ -81,7 +105,8 @@ class _HeadWithBodyTask(WSGITask):  # type: ignore[misc]
                 length = value
             headers.append((name, value))
         if length is None:
-            if self.content_length is not None:  # waitress counted a one-part body: it adds the length
+            # waitress counted a one-part body (it adds the length), or a HEAD answer: no chunks follow
+            if self.content_length is not None or self.request.command == "HEAD":
                 return bytes(super().build_response_header())
             headers.append(("Transfer-Encoding", "chunked"))
             self.chunked_response = True
@@ -104,30 +129,6 @@ class _HeadWithBodyTask(WSGITask):  # type: ignore[misc]
             super().write(data)
         finally:
             channel.release_held_write()  # the head alone, if no body followed it (HEAD, 204, 304)
-
-
-_HEADERS_WAITRESS_DECIDES_ON = frozenset({"Connection", "Date", "Server"})
-_by_name = operator.itemgetter(0)
-_header_names: dict[str, str] = {}  # the app's few header names, as waitress capitalises them
-_date: tuple[int, str] = (-1, "")
-
-
-def _header_name(name: str) -> str:
-    known = _header_names.get(name)
-    if known is None:
-        known = "-".join([part.capitalize() for part in name.split("-")])
-        if len(_header_names) < 256:
-            _header_names[name] = known
-    return known
-
-
-def _http_date(when: float) -> str:
-    global _date
-    second = int(when)
-    cached = _date
-    if cached[0] != second:
-        cached = _date = (second, build_http_date(when))
-    return cached[1]
 
 
 _serving = threading.local()  # the channel whose request this thread is serving

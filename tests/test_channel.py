@@ -185,7 +185,8 @@ ANSWERS = [
     ("200 OK", [("Content-Length", "2"), ("X-Multi-Part-Name", "v"), ("WWW-Authenticate", "Bearer")]),
 ]
 REQUESTS = [b"GET / HTTP/1.1\r\nHost: gw\r\n\r\n", b"GET / HTTP/1.1\r\nConnection: Close\r\n\r\n",
-            b"GET / HTTP/1.0\r\n\r\n", b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"]
+            b"GET / HTTP/1.0\r\n\r\n", b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+            b"HEAD / HTTP/1.1\r\nHost: gw\r\n\r\n"]
 
 
 @pytest.mark.parametrize("ident", ["vilms-gateway", ""])
