@@ -157,6 +157,10 @@ def serve(gateway: Gateway, *, host: str, port: int, threads: int) -> None:
         threading.Thread(target=_drain, args=(server, tracker, service.drain_seconds), daemon=True).start()
 
     signal.signal(signal.SIGTERM, on_term)
+    # The drain ends the loop with a SIGINT to itself (below). A parent may have left SIGINT ignored
+    # (a script's `vilms-gateway serve &` does), and then Python never raises KeyboardInterrupt:
+    # the drain would finish and the process stay up.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     log.info("vilms-gateway listening on http://%s:%s with %d threads", host, server.effective_port, threads)
     try:
         server.run()

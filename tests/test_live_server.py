@@ -117,7 +117,12 @@ def test_health_answers_while_every_worker_slot_is_streaming(ollama_a: StandinSe
     assert sorted(results) == [429, 429, 504, 504]
 
 
-def test_sigterm_drains_in_flight_requests(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sigint", [
+    pytest.param(signal.SIG_DFL, id="sigint-default"),
+    # What a script's `vilms-gateway serve &` (or a supervisor) may hand down: the drain must still end.
+    pytest.param(signal.SIG_IGN, id="sigint-ignored-by-the-parent"),
+])
+def test_sigterm_drains_in_flight_requests(tmp_path: Path, sigint: signal.Handlers) -> None:
     with StandinServer.ollama(models=["qwen3:4b"], name="slow") as backend:
         backend.set_fault("slow", seconds=1.5)
         doc = gateway_config([{"name": "qwen3:4b", "engine": "ollama"}], ollama=[backend.url])
@@ -128,6 +133,7 @@ def test_sigterm_drains_in_flight_requests(tmp_path: Path) -> None:
             [sys.executable, "-m", "gateway", "serve", "--config", str(config), "--host", "127.0.0.1",
              "--port", str(port)],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            preexec_fn=lambda: signal.signal(signal.SIGINT, sigint),
         )
         try:
             url = f"http://127.0.0.1:{port}"
