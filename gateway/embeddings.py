@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 import httpx
-import orjson
 
 from gateway import turns, wirejson
 from gateway.config import EmbeddingSettings, normalize_base_url
@@ -135,7 +134,7 @@ class EmbeddingService:
     @staticmethod
     def _reshape(content: bytes, requested: str, encoding: str) -> dict[str, Any]:
         try:
-            data = orjson.loads(content)  # thousands of floats: several times faster than json
+            data = wirejson.loads(content)  # thousands of floats: orjson reads them several times faster
             items = sorted(data["data"], key=lambda item: item["index"])
             vectors = [item["embedding"] for item in items]
             usage = data.get("usage") or {}
