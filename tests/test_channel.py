@@ -119,6 +119,11 @@ def test_keep_alive_requests_do_not_wake_the_loop_and_none_waits_for_it(ollama_a
         assert slowest < 0.5
 
 
+def _connect(url: str) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=5)
+
+
 def _read_answers(sock: socket.socket, count: int, limit: float) -> list[bytes]:
     sock.settimeout(limit)
     data = b""
@@ -132,29 +137,25 @@ def _read_answers(sock: socket.socket, count: int, limit: float) -> list[bytes]:
 
 def test_pipelined_requests_are_answered_in_order_without_waiting(ollama_a: StandinServer) -> None:
     doc = gateway_config([{"name": "qwen3:4b", "engine": "ollama"}], ollama=[ollama_a.url])
-    with live_gateway(doc) as live:
-        host, port = live.url.removeprefix("http://").split(":")
-        with socket.create_connection((host, int(port)), timeout=5) as sock:
-            started = time.monotonic()
-            sock.sendall(b"GET /v1/models HTTP/1.1\r\nHost: gw\r\n\r\n" * 3)
-            answers = _read_answers(sock, 3, limit=2)
-            assert time.monotonic() - started < 0.5
+    with live_gateway(doc) as live, _connect(live.url) as sock:
+        started = time.monotonic()
+        sock.sendall(b"GET /v1/models HTTP/1.1\r\nHost: gw\r\n\r\n" * 3)
+        answers = _read_answers(sock, 3, limit=2)
+        assert time.monotonic() - started < 0.5
     assert len(answers) == 3 and all(a.startswith(b"HTTP/1.1 200 OK") for a in answers)
     assert len({a.partition(b"\r\n\r\n")[2] for a in answers}) == 1
 
 
 def test_connection_close_is_answered_then_closed_at_once(ollama_a: StandinServer) -> None:
     doc = gateway_config([{"name": "qwen3:4b", "engine": "ollama"}], ollama=[ollama_a.url])
-    with live_gateway(doc) as live:
-        host, port = live.url.removeprefix("http://").split(":")
-        with socket.create_connection((host, int(port)), timeout=5) as sock:
-            started = time.monotonic()
-            sock.sendall(b"GET /health HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
-            sock.settimeout(2)
-            data = b""
-            while chunk := sock.recv(65536):
-                data += chunk
-            closed_after = time.monotonic() - started
+    with live_gateway(doc) as live, _connect(live.url) as sock:
+        started = time.monotonic()
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
+        sock.settimeout(2)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+        closed_after = time.monotonic() - started
     assert data.startswith(b"HTTP/1.1 200 OK") and b"Connection: close" in data
     assert closed_after < 0.5
 
@@ -220,21 +221,19 @@ def test_streamed_answers_keep_the_connection_for_the_next_request(ollama_a: Sta
     body = json.dumps({"model": "qwen3:4b", "messages": USER, "stream": True}).encode()
     request = b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
     request += b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
-    with live_gateway(doc) as live:
-        host, port = live.url.removeprefix("http://").split(":")
-        with socket.create_connection((host, int(port)), timeout=5) as sock:
-            for _ in range(3):  # one connection, answer after answer
-                sock.sendall(request)
-                data = b""
-                while not data.endswith(b"\r\n0\r\n\r\n"):
-                    chunk = sock.recv(65536)
-                    assert chunk, "the gateway closed the connection after a stream"
-                    data += chunk
-                head, _, chunked = data.partition(b"\r\n\r\n")
-                assert head.startswith(b"HTTP/1.1 200 OK") and b"Transfer-Encoding: chunked" in head
-                assert b"Connection: close" not in head
-                events = _dechunk(chunked).decode().split("\n\n")
-                assert events[-2] == "data: [DONE]" and len(events) > 3
+    with live_gateway(doc) as live, _connect(live.url) as sock:
+        for _ in range(3):  # one connection, answer after answer
+            sock.sendall(request)
+            data = b""
+            while not data.endswith(b"\r\n0\r\n\r\n"):
+                chunk = sock.recv(65536)
+                assert chunk, "the gateway closed the connection after a stream"
+                data += chunk
+            head, _, chunked = data.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200 OK") and b"Transfer-Encoding: chunked" in head
+            assert b"Connection: close" not in head
+            events = _dechunk(chunked).decode().split("\n\n")
+            assert events[-2] == "data: [DONE]" and len(events) > 3
 
 
 def _dechunk(data: bytes) -> bytes:
