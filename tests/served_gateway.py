@@ -37,7 +37,10 @@ def free_port() -> int:
 
 
 def launch(doc: dict[str, Any], tmp: Path, port: int, threads: int, tag: str = "",
-            threads_in_config: bool = True) -> Served:
+            threads_in_config: bool = True, env: dict[str, str] | None = None,
+            wait_for: str = "/health/ready") -> Served:
+    """Start ``vilms-gateway serve`` and return once ``wait_for`` answers 200 (``/health`` for a
+    gateway that is up but whose backends are not)."""
     config = tmp / "config.yaml"
     # The config's thread count sizes the request slots; --threads alone sizes only waitress's pool
     # (see test_threads_flag_alone_keeps_health_answerable).
@@ -49,18 +52,19 @@ def launch(doc: dict[str, Any], tmp: Path, port: int, threads: int, tag: str = "
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway", "serve", "--config", str(config), "--host", "127.0.0.1",
          "--port", str(port), "--threads", str(threads)],
-        stdout=subprocess.DEVNULL, stderr=stderr_path.open("wb"), env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.DEVNULL, stderr=stderr_path.open("wb"),
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )
     url = f"http://127.0.0.1:{port}"
     deadline = started + 15
     while time.monotonic() < deadline:
         assert proc.poll() is None, stderr_path.read_text()[-2000:]
         with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url + "/health/ready", timeout=0.5).status_code == 200:
+            if httpx.get(url + wait_for, timeout=0.5).status_code == 200:
                 return Served(url, proc, stderr_path, time.monotonic() - started)
         time.sleep(0.01)
     proc.kill()
-    raise AssertionError("gateway not ready within 15 s")
+    raise AssertionError(f"no 200 on {wait_for} within 15 s")
 
 
 def stop(served: Served) -> int:

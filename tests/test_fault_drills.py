@@ -9,6 +9,7 @@ against the served gateway with traffic flowing. Every loop is bounded in count 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import signal
 import threading
@@ -289,3 +290,21 @@ def test_restart_under_load_drains_in_flight_requests_and_comes_back_fast(tmp_pa
     after = [o for o in load.outcomes if o[0] > term_at + (exited_at - term_at) + new.ready_seconds]
     assert after and {o[2] for o in after} == {200}
     assert "Traceback" not in old.stderr() + new.stderr()
+
+
+def test_the_served_gateway_does_not_load_httpx_command_line_tool(tmp_path: Path) -> None:
+    """httpx imports its CLI (rich, click, pygments) wherever those are installed, as they are on a
+    box with local embeddings; the server skips it: start-up time and memory for nothing."""
+    if importlib.util.find_spec("rich") is None or importlib.util.find_spec("click") is None:
+        pytest.skip("rich and click are not installed here: httpx would not load its CLI anyway")
+    with StandinServer.ollama(models=["qwen3:4b"]) as backend:
+        doc = gateway_config([{"name": "qwen3:4b", "engine": "ollama"}], ollama=[backend.url])
+        served = launch(doc, tmp_path, free_port(), threads=4, env={"PYTHONPROFILEIMPORTTIME": "1"})
+        try:
+            answer = httpx.post(served.url + "/v1/chat/completions", json=CHAT, timeout=10)
+        finally:
+            stop(served)
+    imported = {line.rsplit("|", 1)[1].strip() for line in served.stderr().splitlines()
+                if line.startswith("import time:") and "|" in line}
+    assert answer.status_code == 200 and "httpx" in imported
+    assert not imported & {"rich", "click", "pygments", "httpx._main"}, sorted(imported & {"rich", "click"})
