@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from gateway import turns, wirejson
+from gateway import tls, turns, wirejson
 from gateway.config import EmbeddingSettings, normalize_base_url
 from gateway.embeddings_local import EmbeddingUnavailable
 from gateway.errors import EmbeddingsDisabled, InvalidRequest, UpstreamError, UpstreamUnavailable
@@ -80,6 +80,7 @@ class EmbeddingService:
             headers = {"authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
             self._remote = httpx.Client(
                 base_url=normalize_base_url(settings.base_url), headers=headers, trust_env=False,
+                verify=tls.client_context(),
                 timeout=httpx.Timeout(upstreams.settings.read_timeout, connect=upstreams.settings.connect_timeout),
             )
 

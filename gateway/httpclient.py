@@ -17,7 +17,6 @@ import contextlib
 import math
 import select
 import socket
-import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,7 +25,7 @@ from urllib.parse import quote, urlsplit
 import httptools
 import httpx
 
-from gateway import turns
+from gateway import tls, turns
 
 # How long a request thread keeps its turn (gateway/turns.py) waiting for a backend that has been
 # answering fast: handing the turn over and queueing for it again costs about this much on a busy
@@ -233,7 +232,6 @@ class Pool:
         self._size = size
         self._idle: list[_Connection] = []
         self._lock = threading.Lock()
-        self._tls_context: ssl.SSLContext | None = None
         self.pace = Pace()
 
     def _connect(self, connect_timeout: float) -> _Connection:
@@ -242,9 +240,8 @@ class Pool:
                 sock = socket.create_connection((self._host, self._port), timeout=connect_timeout)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 if self._https:
-                    if self._tls_context is None:
-                        self._tls_context = ssl.create_default_context()
-                    return _TLSConnection(self._tls_context.wrap_socket(sock, server_hostname=self._host), self.pace)
+                    context = tls.client_context()
+                    return _TLSConnection(context.wrap_socket(sock, server_hostname=self._host), self.pace)
         except TimeoutError as exc:
             raise httpx.ConnectTimeout(f"connect to {self._host}:{self._port} timed out") from exc
         except OSError as exc:

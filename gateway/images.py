@@ -12,7 +12,7 @@ from typing import Any
 import httpcore
 import httpx
 
-from gateway import turns
+from gateway import tls, turns
 from gateway.config import Config, Network
 from gateway.errors import ImageUnavailable
 
@@ -74,11 +74,11 @@ class AllowedNetworksBackend(httpcore.SyncBackend):
 
 
 def _transport(networks: tuple[Network, ...]) -> httpx.HTTPTransport:
-    transport = httpx.HTTPTransport(trust_env=False)
+    transport = httpx.HTTPTransport(verify=tls.client_context(), trust_env=False)
     if networks:
         # httpx has no public hook for the network backend; its pool is the one place to put it.
         transport._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(trust_env=False),
+            ssl_context=tls.client_context(),
             network_backend=AllowedNetworksBackend(networks),
         )
     return transport

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from gateway import turns
+from gateway import tls, turns
 from gateway.config import ServiceSettings
 from gateway.errors import (
     GatewayError,
@@ -103,6 +103,7 @@ class Upstreams:
                         limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
                         timeout=httpx.Timeout(self.settings.read_timeout, connect=self.settings.connect_timeout),
                         trust_env=False,
+                        verify=tls.client_context(),
                     )
                     self._clients[base_url] = client
         return client

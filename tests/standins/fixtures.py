@@ -11,6 +11,7 @@ State (models, faults, request log, settings) lives in the app, so it survives s
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,10 @@ from .vllm import VllmApp
 
 
 class StandinServer:
-    def __init__(self, app: App, host: str = "127.0.0.1", port: int = 0, start: bool = True) -> None:
+    def __init__(self, app: App, host: str = "127.0.0.1", port: int = 0, start: bool = True,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.app = app
-        self._runner = Runner(app, host, port)
+        self._runner = Runner(app, host, port, tls=tls)
         if start:
             self.start()
 
@@ -46,8 +48,10 @@ class StandinServer:
         env: dict[str, str] | None = None,
         port: int = 0,
         start: bool = True,
+        tls: ssl.SSLContext | None = None,
     ) -> StandinServer:
-        """An Ollama stand-in with `models` already present; `models_dir` persists pulls to disk."""
+        """An Ollama stand-in with `models` already present; `models_dir` persists pulls to disk;
+        `tls` (a server-side context) serves it over HTTPS."""
         app = OllamaApp(
             name=name,
             models=list(models),
@@ -59,7 +63,7 @@ class StandinServer:
             keep_alive=keep_alive,
             env=env,
         )
-        return cls(app, port=port, start=start)
+        return cls(app, port=port, start=start, tls=tls)
 
     @classmethod
     def vllm(
@@ -129,7 +133,7 @@ class StandinServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self._runner.tls else 'http'}://{self.host}:{self.port}"
 
     # -- test hooks ------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ import contextlib
 import json
 import signal
 import socket
+import ssl
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -283,15 +284,26 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, address: tuple[str, int], app: App, verbose: bool) -> None:
+    def __init__(self, address: tuple[str, int], app: App, verbose: bool, tls: ssl.SSLContext | None = None) -> None:
         self.app = app
         self.verbose = verbose
+        self.tls = tls
         self.stopping = threading.Event()
         self._conns: set[socket.socket] = set()
         self._conns_lock = threading.Lock()
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, Handler)
+
+    def get_request(self) -> tuple[Any, Any]:
+        sock, address = super().get_request()
+        if self.tls is not None:
+            # A client that rejects the certificate fails the handshake here: an OSError, which
+            # socketserver drops with the connection, as a real TLS engine would.
+            sock.settimeout(5)
+            sock = self.tls.wrap_socket(sock, server_side=True)
+            sock.settimeout(None)
+        return sock, address
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._conns_lock:
@@ -318,11 +330,13 @@ class _Server(ThreadingHTTPServer):
 class Runner:
     """Serves an App on a background thread; stop() makes the port refuse, start() reopens it."""
 
-    def __init__(self, app: App, host: str = "127.0.0.1", port: int = 0, verbose: bool = False) -> None:
+    def __init__(self, app: App, host: str = "127.0.0.1", port: int = 0, verbose: bool = False,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.app = app
         self.host = host
         self.port = port
         self.verbose = verbose
+        self.tls = tls
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -333,7 +347,7 @@ class Runner:
     def start(self) -> None:
         if self._server is not None:
             return
-        server = _Server((self.host, self.port), self.app, self.verbose)
+        server = _Server((self.host, self.port), self.app, self.verbose, self.tls)
         self.port = server.server_address[1]
         self._server = server
         self._thread = threading.Thread(
