@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import timeit
 from pathlib import Path
 
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -56,3 +57,11 @@ def self_cpu_seconds() -> float:
     """CPU of this process's finished children (wrk runs, waited for) plus itself."""
     times = os.times()
     return times.children_user + times.children_system
+
+
+def host_speed_ms() -> float:
+    """Milliseconds for ``sum(range(10**6))``, best of five: how fast this host runs Python right now.
+
+    Shared machines drift by 2x or more within an hour, and every CPU-per-request number moves with
+    them; a run records this at its start and end so runs can be compared at all."""
+    return round(min(timeit.repeat("sum(range(10**6))", number=10, repeat=5)) / 10 * 1e3, 1)

@@ -61,4 +61,7 @@ def markdown(results: dict[str, Any]) -> str:
     for name, checks in results.get("verdicts", {}).items():
         lines += _table(f"Targets ({name})", ["target", "measured", "limit", "verdict"],
                         [(c["target"], c["measured"], c["limit"], c["verdict"]) for c in checks])
+    if "host_speed_ms_start" in meta:
+        lines += ["", f"Host speed (`sum(range(10**6))`, best of 5): {meta['host_speed_ms_start']} ms at the start, "
+                      f"{meta.get('host_speed_ms_end', '-')} ms at the end. CPU per request moves with it."]
     return "\n".join(lines) + "\n"

@@ -131,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": rounds, "seconds": seconds, "quick": args.quick, "cpus": os.cpu_count(),
         "load_and_backend_cpu": load_cpu, "proxy_cpu": proxy_cpu, "python": platform.python_version(),
         "litellm_version": targets.LITELLM_VERSION if not args.no_litellm and targets.litellm_available() else None,
-        "loadavg_start": os.getloadavg(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "loadavg_start": os.getloadavg(), "host_speed_ms_start": procstat.host_speed_ms(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }, "startup": {}}
     backend = StaticBackend(_port(), cpu=load_cpu).start()
     procs: dict[str, targets.Target | None] = {"direct": None}
@@ -194,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     backend.stop()
     results["verdicts"] = {"gateway": stats.verdicts(results)}
     results["meta"]["loadavg_end"] = os.getloadavg()
+    results["meta"]["host_speed_ms_end"] = procstat.host_speed_ms()
     results["meta"]["wall_s"] = round(time.monotonic() - started, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
