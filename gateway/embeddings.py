@@ -80,7 +80,7 @@ class EmbeddingService:
             headers = {"authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
             self._remote = httpx.Client(
                 base_url=normalize_base_url(settings.base_url), headers=headers, trust_env=False,
-                verify=tls.client_context(),
+                verify=tls.for_base_url(normalize_base_url(settings.base_url)),
                 timeout=httpx.Timeout(upstreams.settings.read_timeout, connect=upstreams.settings.connect_timeout),
             )
 

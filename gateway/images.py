@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import socket
+import threading
 from collections.abc import Iterable
 from typing import Any
 
@@ -88,12 +89,24 @@ class ImageFetcher:
     """Fetches remote images for backends that take only inline base64 data."""
 
     def __init__(self, config: Config, *, transport: httpx.BaseTransport | None = None) -> None:
-        service = config.service
-        self.max_bytes = service.image_max_bytes
-        self._client = httpx.Client(
-            transport=transport or _transport(service.image_fetch_networks),
-            timeout=service.image_fetch_timeout, follow_redirects=True, max_redirects=3, trust_env=False,
-        )
+        self._service = config.service
+        self.max_bytes = self._service.image_max_bytes
+        self._transport = transport
+        self._made: httpx.Client | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def _client(self) -> httpx.Client:
+        # Made on the first fetch: its TLS context loads the CA bundle, which start-up need not wait for.
+        if self._made is None:
+            with self._lock:
+                if self._made is None:
+                    self._made = httpx.Client(
+                        transport=self._transport or _transport(self._service.image_fetch_networks),
+                        timeout=self._service.image_fetch_timeout, follow_redirects=True, max_redirects=3,
+                        trust_env=False,
+                    )
+        return self._made
 
     def to_data_url(self, url: str, param: str) -> str:
         try:
@@ -126,4 +139,5 @@ class ImageFetcher:
         return f"data:{content_type};base64,{base64.b64encode(bytes(data)).decode('ascii')}"
 
     def close(self) -> None:
-        self._client.close()
+        if self._made is not None:
+            self._made.close()

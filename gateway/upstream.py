@@ -103,7 +103,7 @@ class Upstreams:
                         limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
                         timeout=httpx.Timeout(self.settings.read_timeout, connect=self.settings.connect_timeout),
                         trust_env=False,
-                        verify=tls.client_context(),
+                        verify=tls.for_base_url(base_url),
                     )
                     self._clients[base_url] = client
         return client

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
+from gateway import tls
 from tests.gateway_harness import gateway_config
 from tests.private_ca import issue
 from tests.served_gateway import free_port, launch, openai_error, stop
@@ -71,3 +73,13 @@ def test_an_engine_with_an_untrusted_certificate_is_reported_down_and_never_sent
     assert "ConnectError" in detail, detail
     assert answer.status_code in (502, 503) and openai_error(answer)["type"]
     assert prompts == []
+
+
+def test_the_context_of_a_plain_http_client_refuses_every_certificate(tmp_path: Path) -> None:
+    """Clients bound to http:// engines get a context with no CA, to spare loading the bundle; if
+    one were ever pointed at TLS, it must fail closed, not trust blindly."""
+    site = issue(tmp_path)
+    with StandinServer.ollama(models=["qwen3:4b"], tls=site.server_context()) as backend, \
+            httpx.Client(verify=tls.for_base_url("http://127.0.0.1:11434"), trust_env=False) as client, \
+            pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+        client.get(backend.url + "/api/version")
