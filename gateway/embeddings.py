@@ -78,9 +78,9 @@ class EmbeddingService:
         self._remote: httpx.Client | None = None
         if settings.enabled and settings.base_url:
             headers = {"authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
+            base_url = normalize_base_url(settings.base_url)
             self._remote = httpx.Client(
-                base_url=normalize_base_url(settings.base_url), headers=headers, trust_env=False,
-                verify=tls.for_base_url(normalize_base_url(settings.base_url)),
+                base_url=base_url, headers=headers, trust_env=False, verify=tls.for_base_url(base_url),
                 timeout=httpx.Timeout(upstreams.settings.read_timeout, connect=upstreams.settings.connect_timeout),
             )
 

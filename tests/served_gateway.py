@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,6 +65,15 @@ def launch(doc: dict[str, Any], tmp: Path, port: int, threads: int, tag: str = "
         time.sleep(0.01)
     proc.kill()
     raise AssertionError(f"no 200 on {wait_for} within 15 s")
+
+
+def wait_until(predicate: Callable[[], bool], limit: float) -> bool:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def stop(served: Served) -> int:

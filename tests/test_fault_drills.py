@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from tests.gateway_harness import gateway_config
-from tests.served_gateway import Served, free_port, launch, openai_error, serve, stop
+from tests.served_gateway import Served, free_port, launch, openai_error, serve, stop, wait_until
 from tests.standins.fixtures import StandinServer
 
 USER = [{"role": "user", "content": "hello"}]
@@ -94,15 +94,6 @@ def _ready_backends(url: str) -> dict[str, Any]:
     return dict(httpx.get(url + "/health/ready", timeout=2).json()["backends"])
 
 
-def _wait_for(predicate: Callable[[], bool], limit: float) -> bool:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 # -- drills ----------------------------------------------------------------------------------------
 def test_killing_the_primary_host_under_load_loses_no_request(tmp_path: Path) -> None:
     with (StandinServer.ollama(models=["qwen3:4b"], name="ollama-a", chunks=8, chunk_delay=0.02) as a,
@@ -116,15 +107,15 @@ def test_killing_the_primary_host_under_load_loses_no_request(tmp_path: Path) ->
                 a.stop()
                 killed_at = time.monotonic()
                 # The dead host is cooled down (skipped) rather than tried on every request.
-                assert _wait_for(lambda: _ready_backends(gw.url)[a.url]["cooled_down_for_seconds"] > 0, 3)
+                assert wait_until(lambda: _ready_backends(gw.url)[a.url]["cooled_down_for_seconds"] > 0, 3)
                 time.sleep(0.8)
                 served_by_b_while_a_dead = len(b.bodies("/v1/chat/completions"))
                 a.start()
                 # Back: the readiness probe re-admits it long before the 60 s cooldown would end.
-                assert _wait_for(lambda: _ready_backends(gw.url)[a.url]["cooled_down_for_seconds"] == 0
+                assert wait_until(lambda: _ready_backends(gw.url)[a.url]["cooled_down_for_seconds"] == 0
                                  and _ready_backends(gw.url)[a.url]["up"] is True, 3)
                 before = len(a.bodies("/v1/chat/completions"))
-                assert _wait_for(lambda: len(a.bodies("/v1/chat/completions")) > before + 5, 3)
+                assert wait_until(lambda: len(a.bodies("/v1/chat/completions")) > before + 5, 3)
             finally:
                 load.stop()
     plain = [o for _, _, o in load.outcomes]
@@ -234,7 +225,7 @@ def test_slow_streams_do_not_hold_up_quick_requests(tmp_path: Path) -> None:
             streams = [threading.Thread(target=stream) for _ in range(4)]
             for thread in streams:
                 thread.start()
-            assert _wait_for(lambda: len(slow.request_log) >= 4, 5)
+            assert wait_until(lambda: len(slow.request_log) >= 4, 5)
             quick = []
             with httpx.Client(base_url=gw.url, timeout=10) as client:
                 for _ in range(20):
@@ -307,4 +298,5 @@ def test_the_served_gateway_does_not_load_httpx_command_line_tool(tmp_path: Path
     imported = {line.rsplit("|", 1)[1].strip() for line in served.stderr().splitlines()
                 if line.startswith("import time:") and "|" in line}
     assert answer.status_code == 200 and "httpx" in imported
-    assert not imported & {"rich", "click", "pygments", "httpx._main"}, sorted(imported & {"rich", "click"})
+    cli_modules = imported & {"rich", "click", "pygments", "httpx._main"}
+    assert not cli_modules, sorted(cli_modules)

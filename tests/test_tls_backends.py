@@ -8,7 +8,6 @@ talked to.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import pytest
 from gateway import tls
 from tests.gateway_harness import gateway_config
 from tests.private_ca import issue
-from tests.served_gateway import free_port, launch, openai_error, stop
+from tests.served_gateway import free_port, launch, openai_error, stop, wait_until
 from tests.standins.fixtures import StandinServer
 
 CHAT = {"model": "qwen3:4b", "messages": [{"role": "user", "content": "hello"}]}
@@ -29,13 +28,8 @@ def _config(backend: StandinServer) -> dict[str, Any]:
                           gateway={"probe-interval": 60})
 
 
-def _first_probe(url: str, engine: str) -> httpx.Response:
-    deadline = time.monotonic() + 10
-    while True:
-        ready = httpx.get(url + "/health/ready", timeout=5)
-        if ready.json()["backends"][engine]["up"] is not None or time.monotonic() > deadline:
-            return ready
-        time.sleep(0.02)
+def _probed(url: str, engine: str) -> bool:
+    return httpx.get(url + "/health/ready", timeout=5).json()["backends"][engine]["up"] is not None
 
 
 def test_an_engine_signed_by_the_site_ca_is_probed_up_and_answers_plain_and_streamed(tmp_path: Path) -> None:
@@ -63,7 +57,8 @@ def test_an_engine_with_an_untrusted_certificate_is_reported_down_and_never_sent
         served = launch(_config(backend), tmp_path, free_port(), threads=4, env={"SSL_CERT_FILE": "/nonexistent"},
                         wait_for="/health")
         try:
-            ready = _first_probe(served.url, backend.url)
+            assert wait_until(lambda: _probed(served.url, backend.url), 10)
+            ready = httpx.get(served.url + "/health/ready", timeout=5)
             answer = httpx.post(served.url + "/v1/chat/completions", json=CHAT, timeout=10)
         finally:
             stop(served)
