@@ -43,6 +43,27 @@ def cpu_seconds(pid: int) -> float:
     return total / _TICK
 
 
+def switches_and_main_cpu(pid: int) -> tuple[int, float]:
+    """Context switches (voluntary and not) of every thread in the tree, and the CPU seconds of
+    pid's main thread: for waitress and uvicorn that is the event loop, so its share of the
+    process's CPU says how much of a request is spent outside the request threads."""
+    switches = 0
+    for p in tree(pid):
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            try:
+                status = (task / "status").read_text()
+            except OSError:
+                continue
+            switches += sum(int(line.split()[1]) for line in status.splitlines()
+                            if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")))
+    try:
+        fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        main = (int(fields[11]) + int(fields[12])) / _TICK
+    except OSError:
+        main = 0.0
+    return switches, main
+
+
 def rss_bytes(pid: int) -> int:
     total = 0
     for p in tree(pid):

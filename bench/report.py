@@ -26,10 +26,11 @@ def markdown(results: dict[str, Any]) -> str:
     lines = _table(
         f"Load (wrk, {meta['rounds']} rounds x {meta['seconds']} s, medians)",
         ["kind", "c", "target", "req/s", "p50 ms", "p99 ms", "added p50", "added p99", "added p99 best round",
-         "proxy CPU us/req", "errors", "wrk CPU share"],
+         "proxy CPU us/req", "switches/req", "main thread share", "errors", "wrk CPU share"],
         [(kind, conc, target, r["ok_rps"], r["p50_ms"], r["p99_ms"], r.get("added_p50_ms"), r.get("added_p99_ms"),
-          r.get("added_p99_best_ms"), r["proxy_cpu_us_per_req"] if target != "direct" else None, r["errors"],
-          r["wrk_cpu_share"])
+          r.get("added_p99_best_ms"), *((r["proxy_cpu_us_per_req"], r.get("switches_per_req"),
+                                         r.get("main_thread_share")) if target != "direct" else (None,) * 3),
+          r["errors"], r["wrk_cpu_share"])
          for kind, by_conc in results.get("load", {}).items()
          for conc, rows in by_conc.items()
          for target, r in rows.items()],

@@ -73,13 +73,17 @@ def run_load(procs: dict[str, targets.Target | None], backend: StaticBackend, *,
                     proc = procs[name]
                     pid = proc.pid if proc is not None else backend.pid
                     cpu_before = procstat.cpu_seconds(pid)
+                    switches_before, main_before = procstat.switches_and_main_cpu(pid)
                     res = wrkload.run(_url(kind, name, proc, backend), _request(kind), connections=conc,
                                       seconds=seconds, cpu=load_cpu)
                     cpu_used = procstat.cpu_seconds(pid) - cpu_before
+                    switches_after, main_after = procstat.switches_and_main_cpu(pid)
                     ok = res.requests - res.errors
                     sample = {"round": rnd, "kind": kind, "conc": conc, "target": name, "requests": res.requests,
                               "errors": res.errors, "ok_rps": ok / res.seconds, "p50_ms": res.p50_ms,
                               "p99_ms": res.p99_ms, "proxy_cpu_us": cpu_used / max(ok, 1) * 1e6,
+                              "switches_per_req": (switches_after - switches_before) / max(ok, 1),
+                              "main_thread_share": (main_after - main_before) / cpu_used if cpu_used else 0.0,
                               "wrk_cpu_share": res.wrk_cpu_s / res.seconds}
                     samples.append(sample)
                     log(f"  r{rnd} {kind:6} c={conc:<2} {name:16} {sample['ok_rps']:8.0f} req/s  "

@@ -34,6 +34,9 @@ def aggregate_load(samples: list[dict[str, Any]]) -> dict[str, Any]:
             "requests": sum(r["requests"] for r in runs),
             "proxy_cpu_us_per_req": round(median([r["proxy_cpu_us"] for r in runs]), 1),
             "wrk_cpu_share": round(median([r["wrk_cpu_share"] for r in runs]), 3),
+            # Older result files lack these two.
+            "switches_per_req": round(median([r.get("switches_per_req", nan) for r in runs]), 2),
+            "main_thread_share": round(median([r.get("main_thread_share", nan) for r in runs]), 3),
         }
         if target != "direct":
             base = [(r, direct.get((kind, conc, r["round"]))) for r in runs]
