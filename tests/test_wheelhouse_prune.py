@@ -36,7 +36,8 @@ def wheel(directory: Path, name: str, version: str, requires: tuple[str, ...] = 
     return filename
 
 
-def prune(tmp_path: Path, target: str, kind: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def prune(tmp_path: Path, target: str, kind: dict[str, str], env: dict[str, str] | None = None
+          ) -> subprocess.CompletedProcess[str]:
     playbook = tmp_path / "prune.yml"
     playbook.write_text(yaml.safe_dump([{"name": "Prune", "hosts": "all", "gather_facts": False, "tasks": [
         {"name": "Prune", "ansible.builtin.include_tasks": str(REPO / "roles/gateway/tasks/wheelhouse_prune.yml")}]}]))
@@ -60,7 +61,7 @@ def prune(tmp_path: Path, target: str, kind: dict[str, str]) -> subprocess.Compl
          str(playbook)],
         cwd=REPO, capture_output=True, text=True, timeout=300,
         env={"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "ANSIBLE_NOCOLOR": "1",
-             "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "HOME": str(tmp_path), "PIP_NO_INDEX": "1"},
+             "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "HOME": str(tmp_path), "PIP_NO_INDEX": "1", **(env or {})},
     )
 
 
@@ -101,3 +102,22 @@ def test_a_wheelhouse_pip_cannot_resolve_is_left_whole(tmp_path: Path) -> None:
     assert {path.name for path in directory.iterdir()} == current | stale
     assert "was not pruned: pip could not resolve it dry" in run.stdout
     assert "missing-dep" in run.stdout
+
+
+def test_the_controllers_own_pip_settings_do_not_decide_what_stays(tmp_path: Path) -> None:
+    """A controller whose pip looks in a directory of its own (an air-gapped site's find-links) must
+    not have the wheelhouse's wheels judged against that directory's newer versions: the box never
+    sees it."""
+    directory = tmp_path / "wheelhouse" / CONTROLLER
+    current, _stale = upgraded_wheelhouse(directory, ("demo-dep>=2", "torchlike==2.13.0+cpu"))
+    site_wheels = tmp_path / "site-wheels"
+    site_wheels.mkdir()
+    wheel(site_wheels, "demo_dep", "3.0")
+    user_config = tmp_path / ".config" / "pip" / "pip.conf"
+    user_config.parent.mkdir(parents=True)
+    user_config.write_text(f"[global]\nfind-links = {site_wheels}\n")
+
+    run = prune(tmp_path, CONTROLLER, {"arch": "x86_64", "python": "3.11"}, env={"PIP_FIND_LINKS": str(site_wheels)})
+
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert {path.name for path in directory.iterdir()} == current
