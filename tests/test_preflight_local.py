@@ -4,31 +4,21 @@ stop the run with a message naming each one, and good ones pass."""
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.playbooks import REPO, ansible_playbook
+
 pytestmark = pytest.mark.slow
 
 
 def preflight(tmp_path: Path, extra_vars: dict[str, Any]) -> subprocess.CompletedProcess[str]:
-    inventory = tmp_path / "hosts.yml"
-    inventory.write_text(yaml.safe_dump({"edge": {"children": {"cpu": {"hosts": {"this-box": {
-        "ansible_connection": "local", "ansible_python_interpreter": sys.executable}}}}}}))
-    variables = tmp_path / "vars.yml"
     # Preflight reads the box as root via become; here the test runs as whoever runs pytest.
-    variables.write_text(yaml.safe_dump({"ansible_become": False, "platform_override": "cpu", **extra_vars}))
-    return subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory), "-e", f"@{variables}",
-         str(REPO / "playbooks" / "preflight.yml")],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
-        env={"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "ANSIBLE_NOCOLOR": "1",
-             "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "HOME": str(tmp_path)},
-    )
+    return ansible_playbook(tmp_path, REPO / "playbooks" / "preflight.yml",
+                            {"edge": {"children": {"cpu": {"hosts": {"this-box": None}}}}},
+                            {"ansible_become": False, "platform_override": "cpu", **extra_vars})
 
 
 def test_bad_image_fetch_networks_stop_the_run_before_any_change(tmp_path: Path) -> None:

@@ -8,15 +8,14 @@ Python (a Jetson) pruned."""
 from __future__ import annotations
 
 import subprocess
-import sys
 import zipfile
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.playbooks import REPO, ansible_playbook
+
 pytestmark = pytest.mark.slow
 
 CONTROLLER = "x86_64-py311"
@@ -38,31 +37,26 @@ def wheel(directory: Path, name: str, version: str, requires: tuple[str, ...] = 
 
 def prune(tmp_path: Path, target: str, kind: dict[str, str], env: dict[str, str] | None = None
           ) -> subprocess.CompletedProcess[str]:
+    """The role's prune tasks for one kind of box, with the role's own computed values (vars/main.yml)
+    and the facts wheelhouse_build.yml would have set."""
     playbook = tmp_path / "prune.yml"
-    playbook.write_text(yaml.safe_dump([{"name": "Prune", "hosts": "all", "gather_facts": False, "tasks": [
-        {"name": "Prune", "ansible.builtin.include_tasks": str(REPO / "roles/gateway/tasks/wheelhouse_prune.yml")}]}]))
-    inventory = tmp_path / "hosts.yml"
-    inventory.write_text(yaml.safe_dump({"all": {"hosts": {"localhost": {
-        "ansible_connection": "local", "ansible_python_interpreter": sys.executable}}}}))
-    variables: dict[str, Any] = {
+    playbook.write_text(yaml.safe_dump([{
+        "name": "Prune", "hosts": "all", "gather_facts": False,
+        "vars_files": [str(REPO / "roles/gateway/vars/main.yml")],
+        "tasks": [{"name": "Prune",
+                   "ansible.builtin.include_tasks": str(REPO / "roles/gateway/tasks/wheelhouse_prune.yml")}],
+    }]))
+    return ansible_playbook(tmp_path, playbook, {"all": {"hosts": {"localhost": None}}}, {
         "ansible_become": False,
+        "gateway_package_name": "vilms-demo-gateway",
         "gateway_wheelhouse": str(tmp_path / "wheelhouse"),
         "gateway_manylinux": "2_28",
         "gateway_extra_requirements": [],
-        "_gateway_wheel_glob": "vilms_demo_gateway-*.whl",
         "_gateway_build_target": target,
         "_gateway_controller": {"stdout": CONTROLLER + "\n"},
         "_gateway_kind": kind,
         "_gateway_kind_extras": [],
-    }
-    (tmp_path / "vars.yml").write_text(yaml.safe_dump(variables))
-    return subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory), "-e", f"@{tmp_path / 'vars.yml'}",
-         str(playbook)],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
-        env={"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "ANSIBLE_NOCOLOR": "1",
-             "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "HOME": str(tmp_path), "PIP_NO_INDEX": "1", **(env or {})},
-    )
+    }, env={"PIP_NO_INDEX": "1", **(env or {})})
 
 
 def upgraded_wheelhouse(directory: Path, gateway_requires: tuple[str, ...]) -> tuple[set[str], set[str]]:
