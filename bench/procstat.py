@@ -32,15 +32,17 @@ def tree(pid: int) -> list[int]:
     return seen
 
 
+def _stat_cpu_seconds(stat: Path) -> float:
+    """utime + stime of a process's or thread's ``stat`` file; 0 once it is gone."""
+    try:
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK  # fields 14 and 15 of stat
+
+
 def cpu_seconds(pid: int) -> float:
-    total = 0
-    for p in tree(pid):
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
-    return total / _TICK
+    return sum(_stat_cpu_seconds(Path(f"/proc/{p}/stat")) for p in tree(pid))
 
 
 def switches_and_main_cpu(pid: int) -> tuple[int, float]:
@@ -56,12 +58,7 @@ def switches_and_main_cpu(pid: int) -> tuple[int, float]:
                 continue
             switches += sum(int(line.split()[1]) for line in status.splitlines()
                             if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")))
-    try:
-        fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        main = (int(fields[11]) + int(fields[12])) / _TICK
-    except OSError:
-        main = 0.0
-    return switches, main
+    return switches, _stat_cpu_seconds(Path(f"/proc/{pid}/task/{pid}/stat"))
 
 
 def rss_bytes(pid: int) -> int:
