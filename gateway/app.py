@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import falcon
 
+from gateway.accesslog import AccessLog
 from gateway.config import Config
 from gateway.embeddings import Embedder, EmbeddingService
 from gateway.errors import (
@@ -51,9 +53,12 @@ class Gateway:
         embedder: Embedder | None = None,
         image_transport: Any = None,
         clock: Callable[[], float] = time.monotonic,
+        access_stream: TextIO | None = None,
     ) -> None:
         service = config.service
         self.config = config
+        # Looked up now, not at import: the served process's stdout, or whatever a test hands in.
+        self.access_log = AccessLog(access_stream or sys.stdout) if service.access_log else None
         self.metrics = upstreams.metrics if upstreams is not None else Metrics()
         self.upstreams = upstreams or Upstreams(service, metrics=self.metrics, clock=clock)
         self.router = Router(config)
@@ -75,7 +80,7 @@ class Gateway:
         service = self.config.service
         middleware: list[Any] = [
             RequestIdMiddleware(),
-            AccessLogMiddleware(self.metrics, service.access_log),
+            AccessLogMiddleware(self.metrics, self.access_log),
             AuthMiddleware(_api_keys(self.config)),
             BodyLimitMiddleware(service.max_body_bytes),
         ]

@@ -119,8 +119,8 @@ def _route(config: Config, args: argparse.Namespace) -> int:
 
 
 def _configure_logging(level: str) -> None:
-    # The formats below name no source file, thread or process; not gathering them for every
-    # record (an access line per request) is the logging docs' own advice for a hot path.
+    # The format below names no source file, thread or process; not gathering them for every
+    # record is the logging docs' own advice. Access lines do not come this way (gateway/accesslog.py).
     logging._srcfile = None
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     root = logging.getLogger()
@@ -128,12 +128,6 @@ def _configure_logging(level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     root.addHandler(handler)
-    access = logging.getLogger("vilms.access")
-    access.propagate = False
-    access_handler = logging.StreamHandler(sys.stdout)
-    access_handler.setFormatter(logging.Formatter("%(message)s"))
-    access.addHandler(access_handler)
-    access.setLevel(logging.INFO)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # "task queue depth" is expected under load
 

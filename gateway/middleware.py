@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-import logging
 import random
 import re
 import time
@@ -12,9 +11,9 @@ from typing import Any
 import falcon
 
 from gateway import wirejson
+from gateway.accesslog import AccessLog
 from gateway.errors import AuthenticationFailed, InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 
-access_log = logging.getLogger("vilms.access")
 OPEN_PATHS = frozenset({"/health", "/health_check", "/health/ready"})
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
@@ -64,11 +63,12 @@ class BodyLimitMiddleware:
 
 
 class AccessLogMiddleware:
-    """One JSON line per request. Never logs headers or bodies, so keys and prompts stay out of logs."""
+    """Counts and times every request; with an access log, writes one JSON line for it. Never logs
+    headers or bodies, so keys and prompts stay out of logs."""
 
-    def __init__(self, metrics: Any, enabled: bool) -> None:
+    def __init__(self, metrics: Any, access_log: AccessLog | None) -> None:
         self._metrics = metrics
-        self._enabled = enabled
+        self._access_log = access_log
         # prometheus_client looks a labelled child up under a lock on every .labels() call; the
         # routes and statuses are few, so keep the children at hand.
         self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
@@ -86,7 +86,7 @@ class AccessLogMiddleware:
             self._children[(route, status)] = children
         children[0].inc()
         children[1].observe(elapsed)
-        if not self._enabled:
+        if self._access_log is None:
             return
         entry = {
             "ts": round(time.time(), 3),
@@ -101,7 +101,7 @@ class AccessLogMiddleware:
             value = req.context.get(key)
             if value is not None:
                 entry[key] = value
-        access_log.info(wirejson.dumps(entry).decode())
+        self._access_log.write(entry)
 
 
 def read_json(req: falcon.Request, max_bytes: int) -> Any:

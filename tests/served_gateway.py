@@ -25,9 +25,13 @@ class Served:
     proc: subprocess.Popen[bytes]
     stderr_path: Path
     ready_seconds: float
+    stdout_path: Path
 
     def stderr(self) -> str:
         return self.stderr_path.read_text(errors="replace")
+
+    def stdout(self) -> str:
+        return self.stdout_path.read_text(errors="replace")
 
 
 def free_port() -> int:
@@ -48,11 +52,12 @@ def launch(doc: dict[str, Any], tmp: Path, port: int, threads: int, tag: str = "
         doc = {**doc, "gateway": {**doc.get("gateway", {}), "threads": threads}}
     config.write_text(yaml.safe_dump(doc))
     stderr_path = tmp / f"gateway{tag}.stderr"
+    stdout_path = tmp / f"gateway{tag}.stdout"
     started = time.monotonic()
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway", "serve", "--config", str(config), "--host", "127.0.0.1",
          "--port", str(port), "--threads", str(threads)],
-        stdout=subprocess.DEVNULL, stderr=stderr_path.open("wb"),
+        stdout=stdout_path.open("wb"), stderr=stderr_path.open("wb"),
         env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )
     url = f"http://127.0.0.1:{port}"
@@ -61,7 +66,7 @@ def launch(doc: dict[str, Any], tmp: Path, port: int, threads: int, tag: str = "
         assert proc.poll() is None, stderr_path.read_text()[-2000:]
         with contextlib.suppress(httpx.HTTPError):
             if httpx.get(url + wait_for, timeout=0.5).status_code == 200:
-                return Served(url, proc, stderr_path, time.monotonic() - started)
+                return Served(url, proc, stderr_path, time.monotonic() - started, stdout_path)
         time.sleep(0.01)
     proc.kill()
     raise AssertionError(f"no 200 on {wait_for} within 15 s")

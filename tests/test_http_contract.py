@@ -3,6 +3,7 @@ old gateway's five API behaviours."""
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from pathlib import Path
@@ -138,18 +139,43 @@ def test_api_keys_guard_the_api_but_not_health(ollama_a: StandinServer, tmp_path
         assert client.simulate_get("/metrics").status_code == 401
 
 
-def test_keys_never_reach_the_access_log(ollama_a: StandinServer, caplog: pytest.LogCaptureFixture) -> None:
+def test_keys_never_reach_the_access_log(ollama_a: StandinServer) -> None:
     doc = gateway_config([{"name": "qwen3:4b", "engine": "ollama"}], ollama=[ollama_a.url], gateway={"api-keys": [KEY]})
-    with caplog.at_level(logging.INFO, logger="vilms.access"), client_for(doc) as (client, _):
+    stream = io.StringIO()
+    with client_for(doc, access_stream=stream) as (client, _):
         client.simulate_post("/v1/chat/completions", json={"model": "qwen3:4b", "messages": USER},
                              headers={"Authorization": f"Bearer {KEY}", "X-Request-ID": "req-42"})
         client.simulate_get("/v1/models", headers={"Authorization": "Bearer sk-wrong-key-123456"})
-    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "vilms.access"]
-    assert KEY not in caplog.text and "sk-wrong" not in caplog.text
+    text = stream.getvalue()
+    lines = [json.loads(line) for line in text.splitlines()]
+    assert KEY not in text and "sk-wrong" not in text
     chat = lines[0]
     assert chat["request_id"] == "req-42" and chat["status"] == 200
     assert chat["model"] == "qwen3:4b" and chat["endpoint"] == ollama_a.url
-    assert lines[1]["status"] == 401
+    assert lines[1]["status"] == 401 and len(lines) == 2
+
+
+def test_access_log_off_writes_nothing_and_still_counts() -> None:
+    stream = io.StringIO()
+    with client_for(gateway_config([], gateway={"access-log": False}), access_stream=stream) as (client, _):
+        client.simulate_get("/health")
+        metrics = client.simulate_get("/metrics").text
+    assert stream.getvalue() == ""
+    assert 'route="/health",status="200"} 1.0' in metrics
+
+
+class _BrokenStream(io.StringIO):
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_broken_access_log_stream_fails_no_request(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="vilms.gateway"), \
+            client_for(gateway_config([]), access_stream=_BrokenStream()) as (client, _):
+        answers = [client.simulate_get("/health").status_code for _ in range(3)]
+    assert answers == [200, 200, 200]
+    warnings = [r for r in caplog.records if "access log lines are being dropped" in r.getMessage()]
+    assert len(warnings) == 1  # once per run of failures, not once per request
 
 
 def test_request_id_is_taken_or_made_and_returned() -> None:
