@@ -11,8 +11,9 @@ from collections.abc import Callable
 import pytest
 
 from gateway import turns
+from gateway.errors import ServerBusy
 from gateway.httpclient import Pace, Pool, _Connection
-from gateway.resources.limits import InflightLimiter
+from gateway.resources.limits import SLOT_WAIT_SECONDS, InflightLimiter
 from gateway.server import TurnTakingDispatcher
 from gateway.turns import Turns
 from tests.standins.fixtures import StandinServer
@@ -189,6 +190,23 @@ def test_a_wait_for_a_request_slot_gives_up_the_turn() -> None:
     gate.run(limiter.release)  # the slot holder finishes in its turn while the other waits
     thread.join(5)
     assert result == [None], "the waiting request should have got the freed slot"
+
+
+def test_request_slots_are_counted_and_a_full_limiter_answers_busy_after_its_short_wait() -> None:
+    limiter = InflightLimiter(2)
+    limiter.acquire()
+    limiter.acquire()
+    started = time.monotonic()
+    with pytest.raises(ServerBusy) as busy:
+        limiter.acquire()
+    assert SLOT_WAIT_SECONDS * 0.9 <= time.monotonic() - started < 1
+    assert busy.value.status == 429 and busy.value.headers == {"Retry-After": "1"}
+    limiter.release()
+    limiter.acquire()  # the freed slot is taken at once
+    limiter.release()
+    limiter.release()
+    with pytest.raises(ValueError):
+        limiter.release()  # a release without an acquire would let one request too many through
 
 
 def test_every_queued_request_runs_when_turns_pass_between_many_threads() -> None:
