@@ -58,7 +58,8 @@ class Gateway:
         service = config.service
         self.config = config
         # Looked up now, not at import: the served process's stdout, or whatever a test hands in.
-        self.access_log = AccessLog(access_stream or sys.stdout) if service.access_log else None
+        stream = sys.stdout if access_stream is None else access_stream
+        self.access_log = AccessLog(stream) if service.access_log else None
         self.metrics = upstreams.metrics if upstreams is not None else Metrics()
         self.upstreams = upstreams or Upstreams(service, metrics=self.metrics, clock=clock)
         self.router = Router(config)

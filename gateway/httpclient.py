@@ -267,7 +267,7 @@ class Pool:
             conn.timeout = read_timeout
             try:
                 with _InHttpxTerms(conn.close, timeout="backend did not answer in time",
-                                     malformed="malformed response", os_error=httpx.ReadError):
+                                   malformed="malformed response", os_error=httpx.ReadError):
                     message = self._exchange(conn, request, reused)
             except _Stale:
                 conn.close()
@@ -326,7 +326,7 @@ class Response:
     def iter_raw(self) -> Iterator[bytes]:
         message = self._message
         with _InHttpxTerms(self.close, timeout="backend stalled mid-body", malformed="malformed response body",
-                             os_error=httpx.RemoteProtocolError):
+                           os_error=httpx.RemoteProtocolError):
             while True:
                 if message.parts:
                     parts, message.parts = message.parts, []
