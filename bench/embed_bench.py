@@ -101,7 +101,8 @@ def compare(url: str, batches: tuple[int, ...], seconds: float, min_calls: int, 
                 names = list(sides)
                 started, cycle = time.perf_counter(), 0
                 while cycle < min_calls or time.perf_counter() - started < seconds:
-                    for name in names[cycle % 3:] + names[:cycle % 3]:
+                    turn = cycle % len(names)
+                    for name in names[turn:] + names[:turn]:
                         times[name].append(sides[name]())
                     cycle += 1
                 rate = {name: batch / statistics.median(t) for name, t in times.items()}

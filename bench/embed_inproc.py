@@ -28,7 +28,7 @@ def main() -> int:
         # The call the gateway makes for one request, so only the HTTP path differs.
         model.encode(texts, batch_size=64, convert_to_numpy=True, normalize_embeddings=False,
                      show_progress_bar=False)
-        print(json.dumps({"sentences": len(texts), "seconds": time.perf_counter() - started}), flush=True)
+        print(json.dumps({"seconds": time.perf_counter() - started}), flush=True)
     return 0
 
 

@@ -82,9 +82,10 @@ class _InHttpxTerms:
         if isinstance(exc, httptools.HttpParserError):
             self._drop()
             raise httpx.RemoteProtocolError(f"{self._malformed}: {exc}") from exc
-        if isinstance(exc, (httpx.RemoteProtocolError, OSError)):
+        if isinstance(exc, httpx.RemoteProtocolError):
             self._drop()
-        if isinstance(exc, OSError):
+        elif isinstance(exc, OSError):
+            self._drop()
             raise self._os_error(str(exc) or type(exc).__name__) from exc
 
 
