@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -13,7 +14,7 @@ from waitress.adjustments import Adjustments
 from waitress.parser import HTTPRequestParser
 from waitress.task import WSGITask
 
-from gateway.channel import _HeadWithBodyTask, _OnePassParser
+from gateway.channel import HeadWithBodyChannel, _HeadWithBodyTask, _OnePassParser, _serving, create_server
 from tests.gateway_harness import gateway_config, live_gateway
 from tests.standins.fixtures import StandinServer
 
@@ -104,19 +105,94 @@ def _count_wakes(live: object) -> list[int]:
 def test_keep_alive_requests_do_not_wake_the_loop_and_none_waits_for_it(ollama_a: StandinServer) -> None:
     # waitress wakes its loop thread after every request so that it watches the connection again;
     # here it is watched all along. Were a wake skipped while the loop is not watching, the next
-    # request would sit unread until the loop's 1 s timeout.
+    # request would sit unread until the loop's 1 s timeout. How many wakes remain depends on how
+    # often a request ends while the loop is re-counting what it watches, which a busy host makes
+    # common (8 of 20 seen): the gate itself is pinned down by the tests below, and here only
+    # the stock behaviour, a wake per request, must be gone.
     doc = gateway_config([{"name": "qwen3:4b", "engine": "ollama"}], ollama=[ollama_a.url])
+    requests = 40
     with live_gateway(doc) as live, httpx.Client(base_url=live.url, timeout=5) as client:
         assert client.get("/health").status_code == 200
         wakes = _count_wakes(live)
         slowest = 0.0
-        for _ in range(20):
+        for _ in range(requests):
             started = time.monotonic()
             reply = client.post("/v1/chat/completions", json={"model": "qwen3:4b", "messages": USER})
             slowest = max(slowest, time.monotonic() - started)
             assert reply.status_code == 200 and reply.json()["choices"]
-        assert wakes[0] <= 2
+        assert wakes[0] < requests
         assert slowest < 0.5
+
+
+class _Gate:
+    """One connection on an unstarted server: what the loop last noted for it, and whether a
+    request finishing on it would wake the loop."""
+
+    def __init__(self) -> None:
+        self.server = create_server(lambda environ, start_response: [], host="127.0.0.1", port=0, threads=1)
+        self.ours, self.peer = socket.socketpair()
+        self.channel = HeadWithBodyChannel(self.server, self.ours, ("127.0.0.1", 1), self.server.adj, {})
+        self.wakes = _count_wakes(self)
+
+    def loop_turn(self) -> None:
+        """What the loop does before each select(): asks every channel what to watch."""
+        self.channel.readable()
+        self.channel.writable()
+
+    def finish_request(self) -> int:
+        """A request on this channel ends (waitress then pulls the trigger); the wakes it caused."""
+        before = self.wakes[0]
+        _serving.channel = self.channel
+        try:
+            self.server.pull_trigger()
+        finally:
+            _serving.channel = None
+        return self.wakes[0] - before
+
+    def close(self) -> None:
+        self.channel.del_channel()
+        self.ours.close()
+        self.peer.close()
+        self.server.close()
+
+
+@pytest.fixture
+def gate() -> Iterator[_Gate]:
+    made = _Gate()
+    yield made
+    made.close()
+
+
+def test_a_request_ending_while_the_loop_watches_its_connection_wakes_nothing(gate: _Gate) -> None:
+    gate.loop_turn()
+    assert gate.finish_request() == 0
+
+
+def test_a_request_ending_while_the_loop_works_out_what_to_watch_wakes_it(gate: _Gate) -> None:
+    gate.loop_turn()
+    gate.channel._loop_reads = None  # the loop is inside readable(): its select() is not settled
+    assert gate.finish_request() == 1
+
+
+def test_a_connection_the_loop_stopped_reading_wakes_it_once_readable_again(gate: _Gate) -> None:
+    gate.channel.requests = [object(), object()]  # over the lookahead: the loop stops reading
+    gate.loop_turn()
+    gate.channel.requests = []
+    assert gate.finish_request() == 1
+
+
+def test_output_the_loop_does_not_watch_for_wakes_it(gate: _Gate) -> None:
+    gate.loop_turn()
+    gate.channel.outbufs[-1].append(b"left over")
+    gate.channel.total_outbufs_len = len(b"left over")
+    assert gate.finish_request() == 1
+
+
+def test_wakes_from_outside_a_request_always_go_through(gate: _Gate) -> None:
+    gate.loop_turn()
+    before = gate.wakes[0]
+    gate.server.pull_trigger()
+    assert gate.wakes[0] == before + 1
 
 
 def _connect(url: str) -> socket.socket:
