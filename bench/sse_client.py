@@ -1,16 +1,16 @@
 """Streamed chat timing from a raw keep-alive socket: time to first token and to the last byte.
 
-A hand-rolled HTTP/1.1 reader (Content-Length or chunked) keeps the client's own cost to a few
-microseconds per event, so the numbers are the proxy's, not httpx's.
+On ``bench.rawhttp``'s connection, so the numbers are the proxy's, not an HTTP library's.
 """
 
 from __future__ import annotations
 
-import socket
 import statistics
 import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+from bench.rawhttp import RawConnection
 
 
 @dataclass
@@ -36,37 +36,10 @@ class StreamTiming:
         }
 
 
-class _Conn:
-    def __init__(self, host: str, port: int) -> None:
-        self.sock = socket.create_connection((host, port), timeout=10)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.buf = b""
-
-    def fill(self) -> None:
-        data = self.sock.recv(65536)
-        if not data:
-            raise ConnectionError("server closed the connection")
-        self.buf += data
-
-    def take_until(self, marker: bytes) -> bytes:
-        while (i := self.buf.find(marker)) < 0:
-            self.fill()
-        out, self.buf = self.buf[:i], self.buf[i + len(marker):]
-        return out
-
-    def take(self, n: int) -> bytes:
-        while len(self.buf) < n:
-            self.fill()
-        out, self.buf = self.buf[:n], self.buf[n:]
-        return out
-
-
-def _one(conn: _Conn, request: bytes) -> tuple[float, float, int, bool]:
+def _one(conn: RawConnection, request: bytes) -> tuple[float, float, int, bool]:
     started = time.perf_counter()
     conn.sock.sendall(request)
-    head = conn.take_until(b"\r\n\r\n").decode("latin-1").lower()
-    if not head.startswith("http/1.1 200"):
-        raise RuntimeError(head.split("\r\n", 1)[0])
+    head = conn.read_head()
     first = 0.0
     body = b""
     if "transfer-encoding: chunked" in head:
@@ -98,13 +71,10 @@ def _one(conn: _Conn, request: bytes) -> tuple[float, float, int, bool]:
 
 def measure(url: str, body: bytes, *, count: int, warmup: int = 20, time_limit: float = 30.0) -> StreamTiming:
     """`count` sequential streams (concurrency 1) on one keep-alive connection."""
-    parts = urlsplit(url)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    request = (f"POST {parts.path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
-               f"Authorization: Bearer sk-bench\r\nAccept: text/event-stream\r\n"
-               f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    conn = RawConnection(url)
+    request = conn.request(urlsplit(url).path, body,
+                           {"Authorization": "Bearer sk-bench", "Accept": "text/event-stream"})
     timing = StreamTiming([], [], 0, 0)
-    conn = _Conn(host, port)
     deadline = time.monotonic() + time_limit
     try:
         for i in range(warmup + count):
@@ -114,8 +84,8 @@ def measure(url: str, body: bytes, *, count: int, warmup: int = 20, time_limit: 
                 ttft, last, events, closing = _one(conn, request)
             except (OSError, RuntimeError, ValueError):
                 timing.failures += 1
-                conn.sock.close()
-                conn = _Conn(host, port)
+                conn.close()
+                conn = RawConnection(url)
                 continue
             if i >= warmup:
                 timing.ttft_ms.append(ttft)
@@ -123,8 +93,8 @@ def measure(url: str, body: bytes, *, count: int, warmup: int = 20, time_limit: 
                 timing.events = events
             if closing:
                 timing.reconnects += 1
-                conn.sock.close()
-                conn = _Conn(host, port)
+                conn.close()
+                conn = RawConnection(url)
     finally:
-        conn.sock.close()
+        conn.close()
     return timing
