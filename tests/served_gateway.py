@@ -54,12 +54,13 @@ def launch(doc: dict[str, Any], tmp: Path, port: int, threads: int, tag: str = "
     stderr_path = tmp / f"gateway{tag}.stderr"
     stdout_path = tmp / f"gateway{tag}.stdout"
     started = time.monotonic()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "serve", "--config", str(config), "--host", "127.0.0.1",
-         "--port", str(port), "--threads", str(threads)],
-        stdout=stdout_path.open("wb"), stderr=stderr_path.open("wb"),
-        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
-    )
+    # The child holds its own copies of the log files; the parent's close once it has started.
+    with stdout_path.open("wb") as stdout, stderr_path.open("wb") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve", "--config", str(config), "--host", "127.0.0.1",
+             "--port", str(port), "--threads", str(threads)],
+            stdout=stdout, stderr=stderr, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = started + 15
     while time.monotonic() < deadline:
