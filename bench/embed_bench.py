@@ -19,7 +19,8 @@ import httpx
 from bench.rawhttp import RawConnection
 
 ROOT = Path(__file__).resolve().parent.parent
-PATH = "/v1/embeddings"
+EMBEDDINGS_PATH = "/v1/embeddings"
+MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 _WORDS = [
     "edge", "box", "gateway", "model", "token", "stream", "camera", "frame", "jetson", "memory", "core", "thread",
     "request", "answer", "latency", "backend", "local", "vector", "sentence", "fast", "small", "busy", "quiet",
@@ -69,13 +70,13 @@ class InProcess:
 
 def request_body(batch: int, encoding: str = "float") -> bytes:
     """The official openai client asks for base64 by default; curl users and many SDKs get floats."""
-    return json.dumps({"model": "sentence-transformers/all-MiniLM-L6-v2", "input": sentences(batch),
-                       "encoding_format": encoding}).encode()
+    return json.dumps({"model": MODEL, "input": sentences(batch), "encoding_format": encoding}).encode()
 
 
-def gateway_seconds(conn: RawConnection, request: bytes, batch: int) -> float:
+def gateway_seconds(conn: RawConnection, body: bytes, batch: int) -> float:
     """One request through the gateway, as its client waits for it: sent, encoded, answered, read.
     The answer is checked after the clock stops: parsing it is the client's work, not the gateway's."""
+    request = conn.request(EMBEDDINGS_PATH, body)
     started = time.perf_counter()
     conn.sock.sendall(request)
     body = conn.read_body(conn.read_head())
@@ -97,13 +98,11 @@ def compare(url: str, batches: tuple[int, ...], seconds: float, min_calls: int, 
     conn = RawConnection(url, timeout=60)
     results: dict[str, Any] = {}
     try:
-        gateway_seconds(conn, conn.request(PATH, request_body(8)), 8)  # warm the model and connection
+        gateway_seconds(conn, request_body(8), 8)  # warm the gateway's model and connection
         for batch in batches:
             sides: dict[str, Callable[[], float]] = {
-                "float": functools.partial(gateway_seconds, conn, conn.request(PATH, request_body(batch)), batch),
-                "base64": functools.partial(
-                    gateway_seconds, conn, conn.request(PATH, request_body(batch, "base64")), batch
-                ),
+                "float": functools.partial(gateway_seconds, conn, request_body(batch), batch),
+                "base64": functools.partial(gateway_seconds, conn, request_body(batch, "base64"), batch),
                 "inproc": functools.partial(inproc.encode_seconds, batch),
             }
             times: dict[str, list[float]] = {name: [] for name in sides}
@@ -132,7 +131,6 @@ def compare(url: str, batches: tuple[int, ...], seconds: float, min_calls: int, 
 def first_embedding_seconds(url: str, started: float, limit: float = 120) -> float:
     """From gateway exec (``started``) to the first 200 on /v1/embeddings (the model loads lazily)."""
     with httpx.Client(timeout=limit, trust_env=False) as client:
-        resp = client.post(url + "/v1/embeddings", json={"model": "sentence-transformers/all-MiniLM-L6-v2",
-                                                         "input": "warm up"})
+        resp = client.post(url + EMBEDDINGS_PATH, json={"model": MODEL, "input": "warm up"})
         resp.raise_for_status()
     return time.monotonic() - started
