@@ -1,6 +1,7 @@
 """How waitress meets the gateway's clients: a response's head goes out with its body and straight
 from the request thread, the loop thread is woken only when it has to be, heads of the usual shape
-are parsed and written in one pass, and streams keep their connection."""
+are parsed and written in one pass, streams keep their connection, and a connection can be read by
+the request thread holding the turn as well as by the loop (gateway/turnreads.py)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from waitress.parser import HTTPRequestParser
 from waitress.rfc7230 import FIELD_VALUE, OWS, TOKEN
 from waitress.task import WSGITask
 from waitress.utilities import build_http_date
+from waitress.wasyncore import _DISCONNECTED
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -159,11 +161,37 @@ class HeadWithBodyChannel(HTTPChannel):  # type: ignore[misc]
     _loop_reads: bool | None = None
     _loop_writes: bool | None = None
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._read_lock = threading.Lock()
+        super().__init__(*args, **kwargs)
+
     def readable(self) -> bool:
         self._loop_reads = None
         reads = bool(super().readable())
+        turn_reads = self.server.turn_reads
+        if reads and turn_reads is not None:
+            reads = turn_reads.loop_reads()
         self._loop_reads = reads
         return reads
+
+    def handle_read(self) -> None:
+        """waitress's read, made safe for two readers (gateway/turnreads.py): one at a time, and
+        nothing to read is no error. An end of input closes the connection on the loop thread."""
+        with self._read_lock:
+            try:
+                data = self.socket.recv(self.adj.recv_bytes)
+            except BlockingIOError:
+                return  # the other reader had it
+            except OSError as exc:
+                if self.adj.log_socket_errors and exc.errno not in _DISCONNECTED:
+                    self.logger.exception("Socket error")
+                data = b""
+            if not data:
+                self.will_close = True  # the loop closes it: it may be selecting on this socket
+                self.server.wake_loop()
+                return
+            self.last_activity = time.time()
+            self.received(data)
 
     def writable(self) -> bool:
         self._loop_writes = None
@@ -174,8 +202,12 @@ class HeadWithBodyChannel(HTTPChannel):  # type: ignore[misc]
     def loop_is_watching(self) -> bool:
         """Whether the loop's pending select() already watches for everything this channel now
         needs. A note that says it watches holds for the select() it was taken for; a note being
-        worked out counts as not watching."""
+        worked out counts as not watching. Reading is covered too while a thread holds the turn:
+        it reads connections before it lets the turn go, and the loop is woken when it does."""
         reads, writes = self._loop_reads, self._loop_writes
+        if not (reads or not super().readable()):
+            turn_reads = self.server.turn_reads
+            reads = turn_reads is not None and turn_reads.turn_reads()
         return bool((reads or not super().readable()) and (writes or not super().writable()))
 
     def service(self) -> None:
@@ -221,7 +253,8 @@ def create_server(app: WSGIApp, *, host: str, port: int, threads: int, **adjustm
         app, host=host, port=port, threads=threads, channel_request_lookahead=1, **adjustments
     )
     server.channel_class = HeadWithBodyChannel
-    pull_trigger = server.pull_trigger
+    server.turn_reads = None  # set by whoever serves requests in turns (gateway/server.py)
+    pull_trigger = server.wake_loop = server.pull_trigger
 
     def pull_trigger_if_needed() -> None:
         channel = getattr(_serving, "channel", None)

@@ -21,6 +21,7 @@ from waitress.task import ThreadedTaskDispatcher
 
 from gateway.app import Gateway
 from gateway.channel import WSGIApp, create_server
+from gateway.turnreads import TurnReads
 from gateway.turns import Turns
 
 log = logging.getLogger("vilms.server")
@@ -75,12 +76,21 @@ class TurnTakingDispatcher(ThreadedTaskDispatcher):  # type: ignore[misc]  # wai
     one core works like a single worker thread: requests in arrival order, no hand-offs between
     threads. Another thread is woken only when a request arrives while no thread holds the turn,
     or when the holder gives its turn up to wait for a slow backend with requests still queued.
+    Once its queue is empty, the holder reads what clients sent meanwhile and serves that before
+    it lets the turn go (``read_between_turns``), so on a busy gateway the loop thread sleeps.
     """
 
     def __init__(self, threads: int) -> None:
         super().__init__()
-        self.turns = Turns(on_free=self._wake_if_queued)
+        self.turns = Turns(on_free=self._on_turn_free)
+        self.reads: TurnReads | None = None  # set with the server it serves: see serve_in_turns
+        self._channels: dict[int, Any] = {}
         self.set_thread_count(threads)
+
+    def read_between_turns(self, server: Any) -> None:
+        """The turn's holder reads ``server``'s connections between requests (gateway/turnreads.py)."""
+        self.reads = server.turn_reads = TurnReads(self.turns, server.wake_loop)
+        self._channels = server._map
 
     def add_task(self, task: Any) -> None:
         with self.lock:
@@ -88,10 +98,13 @@ class TurnTakingDispatcher(ThreadedTaskDispatcher):  # type: ignore[misc]  # wai
             if not self.turns.taken:
                 self.queue_cv.notify()
 
-    def _wake_if_queued(self) -> None:
+    def _on_turn_free(self) -> None:
         with self.lock:
             if self.queue:
                 self.queue_cv.notify()
+                return
+        if self.reads is not None:
+            self.reads.turn_freed()
 
     def handler_thread(self, thread_no: int) -> None:
         while True:
@@ -111,20 +124,36 @@ class TurnTakingDispatcher(ThreadedTaskDispatcher):  # type: ignore[misc]  # wai
     def _serve_queued(self) -> None:
         while not self.turns.resuming:  # a request back from its wait finishes before new ones start
             with self.lock:
-                if not self.queue:
+                task = self.queue.popleft() if self.queue else None
+            if task is None:
+                if self.reads is None:
                     return
-                task = self.queue.popleft()
+                self.reads.read_sent(self._channels)  # what clients sent while this thread served
+                with self.lock:
+                    if not self.queue:
+                        return
+                continue
             try:
                 task.service()
             except BaseException:
                 self.logger.exception("Exception when servicing %r", task)
 
 
+def serve_in_turns(app: WSGIApp, *, host: str, port: int, threads: int, **adjustments: Any) -> Any:
+    """``create_server``'s server with its requests served in turns by ``TurnTakingDispatcher``,
+    whose turn holder also reads the connections between requests."""
+    dispatcher = TurnTakingDispatcher(threads)
+    # waitress's documented test shim is its only way to supply the thread pool.
+    server = create_server(app, host=host, port=port, threads=threads, _dispatcher=dispatcher, **adjustments)
+    dispatcher.read_between_turns(server)
+    return server
+
+
 def serve(gateway: Gateway, *, host: str, port: int, threads: int) -> None:
     service = gateway.config.service
     _openai_shaped_waitress_errors()
     tracker = InflightTracker(gateway.app)
-    server = create_server(
+    server = serve_in_turns(
         tracker,
         host=host,
         port=port,
@@ -135,8 +164,6 @@ def serve(gateway: Gateway, *, host: str, port: int, threads: int) -> None:
         channel_timeout=max(120, int(service.read_timeout) + 10),
         ident="vilms-gateway",
         clear_untrusted_proxy_headers=True,
-        # waitress's documented test shim is its only way to supply the thread pool.
-        _dispatcher=TurnTakingDispatcher(threads),
     )
     gateway.start()
     # What start-up built lives as long as the process: out of the collector's sight, a full

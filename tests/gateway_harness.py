@@ -14,8 +14,9 @@ import falcon.testing
 import httpx
 
 from gateway.app import Gateway
-from gateway.channel import HeadWithBodyChannel, create_server
+from gateway.channel import HeadWithBodyChannel
 from gateway.config import parse_config
+from gateway.server import serve_in_turns
 from gateway.upstream import Upstreams
 
 FAST = {
@@ -93,7 +94,7 @@ class LiveGateway:
 
     def __init__(self, gateway: Gateway, threads: int = 8, channel_class: type = HeadWithBodyChannel) -> None:
         self.gateway = gateway
-        self.server: Any = create_server(gateway.app, host="127.0.0.1", port=0, threads=threads)
+        self.server: Any = serve_in_turns(gateway.app, host="127.0.0.1", port=0, threads=threads)
         self.server.channel_class = channel_class
         self.url = f"http://127.0.0.1:{self.server.effective_port}"
         self._thread = threading.Thread(target=self.server.run, daemon=True)

@@ -1,0 +1,183 @@
+"""The request thread holding the turn reads clients' next requests between the ones it serves
+(gateway/turnreads.py): the loop thread sleeps meanwhile, is woken when the turn falls free, and
+no request ever sits unread until the loop's 1 s timeout."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from gateway.channel import HeadWithBodyChannel, _serving
+from gateway.server import serve_in_turns
+from gateway.turnreads import TurnReads
+from gateway.turns import Turns
+from tests.gateway_harness import LiveGateway, build, gateway_config
+from tests.standins.fixtures import StandinServer
+
+USER = [{"role": "user", "content": "hello"}]
+GET_HELLO = b"GET /hello HTTP/1.1\r\nHost: gw\r\n\r\n"
+
+
+def _hello(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "5")])
+    return [b"hello"]
+
+
+class _Wakes:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self) -> None:
+        self.count += 1
+
+
+def test_while_the_turn_is_held_the_loop_leaves_connections_to_it_and_is_woken_once_it_falls_free() -> None:
+    turns, wakes = Turns(), _Wakes()
+    reads = TurnReads(turns, wakes)
+    turns.acquire()
+    assert reads.loop_reads() is False
+    turns.release()
+    reads.turn_freed()
+    assert wakes.count == 1
+    assert reads.loop_reads() is True  # woken, it watches them again
+
+
+def test_a_loop_that_kept_watching_is_not_woken_when_the_turn_falls_free() -> None:
+    turns, wakes = Turns(), _Wakes()
+    reads = TurnReads(turns, wakes)
+    assert reads.loop_reads() is True
+    turns.acquire()
+    turns.release()
+    reads.turn_freed()
+    assert wakes.count == 0
+
+
+class _Box:
+    """An unstarted server served in turns, with one client connection over a socket pair."""
+
+    def __init__(self) -> None:
+        self.server = serve_in_turns(_hello, host="127.0.0.1", port=0, threads=1)
+        self.dispatcher = self.server.task_dispatcher
+        self.ours, self.peer = socket.socketpair()
+        self.ours.setblocking(False)
+        self.peer.settimeout(5)
+        self.channel = HeadWithBodyChannel(self.server, self.ours, ("127.0.0.1", 1), self.server.adj, self.server._map)
+        self.wakes = 0
+        pull = self.server.trigger.pull_trigger
+
+        def counted(thunk: object = None) -> None:
+            self.wakes += 1
+            pull(thunk)
+
+        self.server.trigger.pull_trigger = counted
+
+    def loop_turn(self) -> bool:
+        """What the loop does before each select(); whether it watches the connection for reading."""
+        reads = self.channel.readable()
+        self.channel.writable()
+        return reads
+
+    def close(self) -> None:
+        self.dispatcher.shutdown(timeout=2)
+        self.channel.del_channel()
+        self.ours.close()
+        self.peer.close()
+        self.server.close()
+
+
+@pytest.fixture
+def box() -> Iterator[_Box]:
+    made = _Box()
+    yield made
+    made.close()
+
+
+def test_the_turn_holder_serves_what_a_client_sent_without_the_loop(box: _Box) -> None:
+    box.dispatcher.turns.acquire()
+    assert box.loop_turn() is False  # the loop steps aside and sleeps
+    box.peer.sendall(GET_HELLO)
+    box.dispatcher._serve_queued()  # what the holder does once its queue is empty
+    assert box.peer.recv(4096).startswith(b"HTTP/1.1 200 OK")
+    assert box.wakes == 0
+    box.dispatcher.turns.release()
+    assert box.wakes == 1  # the turn fell free: the loop watches the connection again
+    assert box.loop_turn() is True
+
+
+def test_a_request_ending_on_a_connection_the_loop_stopped_reading_wakes_it_when_the_turn_falls_free(
+    box: _Box,
+) -> None:
+    # The client had its answer before the request's bookkeeping ended and sent the next request:
+    # two requests over the lookahead, so the loop stopped reading the connection (its own rule,
+    # not stepping aside). The holder then found nothing more to read and let the turn go.
+    box.channel.requests = [object(), object()]
+    assert box.loop_turn() is False
+    box.channel.requests = []
+    box.dispatcher.turns.acquire()
+    _serving.channel = box.channel
+    try:
+        box.server.pull_trigger()  # what waitress does as the request ends
+    finally:
+        _serving.channel = None
+    assert box.wakes == 0  # the holder reads it for now
+    box.dispatcher.turns.release()
+    assert box.wakes == 1  # nobody reads it now but the loop: woken, not left to its 1 s timeout
+
+
+def test_a_read_that_finds_nothing_leaves_the_connection_as_it_was(box: _Box) -> None:
+    # Both threads saw the connection readable and the other one read it first.
+    box.channel.handle_read()
+    assert box.channel.connected and not box.channel.will_close and box.wakes == 0
+
+
+def test_a_client_hanging_up_seen_by_a_request_thread_is_closed_by_the_loop(box: _Box) -> None:
+    box.peer.shutdown(socket.SHUT_WR)
+    box.channel.handle_read()
+    # Not closed here: the loop may be selecting on this socket. It is asked to close it.
+    assert box.channel.will_close and box.wakes == 1 and box.ours.fileno() != -1
+    assert box.channel.writable()
+    box.channel.handle_write()
+    assert not box.channel.connected and box.ours.fileno() == -1
+
+
+class _ReadsByThread(HeadWithBodyChannel):
+    readers: list[str] = []
+
+    def handle_read(self) -> None:
+        self.readers.append(threading.current_thread().name)
+        super().handle_read()
+
+
+def test_concurrent_clients_are_read_by_request_threads_and_none_waits_for_the_loop(ollama_a: StandinServer) -> None:
+    doc = gateway_config([{"name": "qwen3:4b", "engine": "ollama"}], ollama=[ollama_a.url])
+    _ReadsByThread.readers = readers = []
+    slowest = [0.0]
+    failures: list[str] = []
+
+    def client(requests: int) -> None:
+        with httpx.Client(base_url=live.url, timeout=5) as http:
+            for _ in range(requests):
+                started = time.monotonic()
+                reply = http.post("/v1/chat/completions", json={"model": "qwen3:4b", "messages": USER})
+                slowest[0] = max(slowest[0], time.monotonic() - started)
+                if reply.status_code != 200 or not reply.json()["choices"]:
+                    failures.append(reply.text)
+
+    with LiveGateway(build(doc), channel_class=_ReadsByThread) as live:
+        client(60)  # one after another: each request arrives with the turn free
+        clients = [threading.Thread(target=client, args=(30,)) for _ in range(8)]
+        for thread in clients:
+            thread.start()
+        for thread in clients:
+            thread.join(60)
+    assert not failures
+    # A request left unread until the loop's 1 s timeout would show here.
+    assert slowest[0] < 0.5
+    assert any(name.startswith("waitress-") for name in readers), "request threads never read a request"
+    assert any(not name.startswith("waitress-") for name in readers), "the loop never read a request"
