@@ -19,6 +19,7 @@ nothing (the other thread took it) is no error.
 from __future__ import annotations
 
 import logging
+import operator
 import select
 from collections.abc import Callable
 from typing import Any
@@ -28,6 +29,7 @@ from waitress.channel import HTTPChannel
 from gateway.turns import Turns
 
 log = logging.getLogger("vilms.server")
+_last_activity = operator.attrgetter("last_activity")
 
 
 class TurnReads:
@@ -71,10 +73,12 @@ class TurnReads:
             ready = select.select(waiting, (), (), 0)[0]
         except (OSError, ValueError):
             return  # the loop closed one of them meanwhile: it reads them again once the turn is free
-        for fd in ready:
-            channel = channels.get(fd)
-            if channel is None:
-                continue
+        # In the order the clients last had an answer: select() gives them in descriptor order,
+        # which would put the same clients last in every batch.
+        found = [channel for channel in map(channels.get, ready) if channel is not None]
+        if len(found) > 1:
+            found.sort(key=_last_activity)
+        for channel in found:
             try:
                 channel.handle_read()
             except Exception:
