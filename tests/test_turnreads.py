@@ -110,6 +110,26 @@ def test_the_turn_holder_serves_what_a_client_sent_without_the_loop(box: _Box) -
     assert box.loop_turn() is True
 
 
+def test_requests_read_together_are_served_in_the_order_their_clients_last_had_an_answer(box: _Box) -> None:
+    ours, peer = socket.socketpair()
+    ours.setblocking(False)
+    later = HeadWithBodyChannel(box.server, ours, ("127.0.0.1", 2), box.server.adj, box.server._map)
+    try:
+        assert box.channel._fileno < later._fileno  # descriptor order would serve box.channel first
+        box.channel.last_activity, later.last_activity = 200.0, 100.0
+        box.peer.sendall(GET_HELLO)
+        peer.sendall(GET_HELLO)
+        box.dispatcher.turns.acquire()
+        box.dispatcher.reads.read_sent(box.server._map)
+        assert list(box.dispatcher.queue) == [later, box.channel]
+        box.dispatcher.queue.clear()
+        box.dispatcher.turns.release()
+    finally:
+        later.del_channel()
+        ours.close()
+        peer.close()
+
+
 def test_a_request_ending_on_a_connection_the_loop_stopped_reading_wakes_it_when_the_turn_falls_free(
     box: _Box,
 ) -> None:
