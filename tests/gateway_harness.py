@@ -4,6 +4,7 @@ waitress server on loopback."""
 from __future__ import annotations
 
 import copy
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ import falcon.testing
 import httpx
 
 from gateway.app import Gateway
-from gateway.channel import HeadWithBodyChannel
+from gateway.channel import HeadWithBodyChannel, _serving
 from gateway.config import parse_config
 from gateway.server import serve_in_turns
 from gateway.upstream import Upstreams
@@ -130,3 +131,52 @@ class LiveGateway:
 def live_gateway(document: dict[str, Any], threads: int = 8, **kwargs: Any) -> Iterator[LiveGateway]:
     with LiveGateway(build(document, **kwargs), threads=threads) as live:
         yield live
+
+
+def count_wakes(server: Any) -> list[int]:
+    """Counts the loop thread's wake-ups through ``server``'s trigger pipe."""
+    wakes = [0]
+    trigger = server.trigger
+    pull = trigger.pull_trigger
+
+    def counted(thunk: object = None) -> None:
+        wakes[0] += 1
+        pull(thunk)
+
+    trigger.pull_trigger = counted
+    return wakes
+
+
+class UnstartedServer:
+    """One connection, over a socket pair, on a server whose loop never runs: the test plays the
+    loop (``loop_turn``) and the request threads, and counts the loop's wakes."""
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+        self.ours, self.peer = socket.socketpair()
+        self.channel = HeadWithBodyChannel(server, self.ours, ("127.0.0.1", 1), server.adj, server._map)
+        self.wakes = count_wakes(server)
+
+    def loop_turn(self) -> bool:
+        """What the loop does before each select(): asks the channel what to watch. Whether it
+        watches the connection for reading."""
+        reads = bool(self.channel.readable())
+        self.channel.writable()
+        return reads
+
+    def finish_request(self) -> int:
+        """A request on this channel ends (waitress then pulls the trigger); the wakes it caused."""
+        before = self.wakes[0]
+        _serving.channel = self.channel
+        try:
+            self.server.pull_trigger()
+        finally:
+            _serving.channel = None
+        return self.wakes[0] - before
+
+    def close(self) -> None:
+        self.channel.del_channel()
+        self.ours.close()
+        self.peer.close()
+        self.server.close()
+

@@ -14,8 +14,8 @@ from waitress.adjustments import Adjustments
 from waitress.parser import HTTPRequestParser
 from waitress.task import WSGITask
 
-from gateway.channel import HeadWithBodyChannel, _HeadWithBodyTask, _OnePassParser, _serving, create_server
-from tests.gateway_harness import gateway_config, live_gateway
+from gateway.channel import _HeadWithBodyTask, _OnePassParser, create_server
+from tests.gateway_harness import UnstartedServer, count_wakes, gateway_config, live_gateway
 from tests.standins.fixtures import StandinServer
 
 USER = [{"role": "user", "content": "hello"}]
@@ -88,20 +88,6 @@ def test_a_head_split_across_reads_parses_the_same() -> None:
     assert parser.headers["AUTHORIZATION"] == "Bearer sk-1" and parser.get_body_stream().read() == BODY
 
 
-def _count_wakes(live: object) -> list[int]:
-    """Counts the loop thread's wake-ups through its trigger pipe."""
-    wakes = [0]
-    trigger = live.server.trigger  # type: ignore[attr-defined]
-    pull = trigger.pull_trigger
-
-    def counted(thunk: object = None) -> None:
-        wakes[0] += 1
-        pull(thunk)
-
-    trigger.pull_trigger = counted
-    return wakes
-
-
 def test_keep_alive_requests_do_not_wake_the_loop_and_none_waits_for_it(ollama_a: StandinServer) -> None:
     # waitress wakes its loop thread after every request so that it watches the connection again;
     # here it is watched all along. Were a wake skipped while the loop is not watching, the next
@@ -113,7 +99,7 @@ def test_keep_alive_requests_do_not_wake_the_loop_and_none_waits_for_it(ollama_a
     requests = 40
     with live_gateway(doc) as live, httpx.Client(base_url=live.url, timeout=5) as client:
         assert client.get("/health").status_code == 200
-        wakes = _count_wakes(live)
+        wakes = count_wakes(live.server)
         slowest = 0.0
         for _ in range(requests):
             started = time.monotonic()
@@ -124,71 +110,39 @@ def test_keep_alive_requests_do_not_wake_the_loop_and_none_waits_for_it(ollama_a
         assert slowest < 0.5
 
 
-class _Gate:
-    """One connection on an unstarted server: what the loop last noted for it, and whether a
-    request finishing on it would wake the loop."""
-
-    def __init__(self) -> None:
-        self.server = create_server(lambda environ, start_response: [], host="127.0.0.1", port=0, threads=1)
-        self.ours, self.peer = socket.socketpair()
-        self.channel = HeadWithBodyChannel(self.server, self.ours, ("127.0.0.1", 1), self.server.adj, {})
-        self.wakes = _count_wakes(self)
-
-    def loop_turn(self) -> None:
-        """What the loop does before each select(): asks every channel what to watch."""
-        self.channel.readable()
-        self.channel.writable()
-
-    def finish_request(self) -> int:
-        """A request on this channel ends (waitress then pulls the trigger); the wakes it caused."""
-        before = self.wakes[0]
-        _serving.channel = self.channel
-        try:
-            self.server.pull_trigger()
-        finally:
-            _serving.channel = None
-        return self.wakes[0] - before
-
-    def close(self) -> None:
-        self.channel.del_channel()
-        self.ours.close()
-        self.peer.close()
-        self.server.close()
-
-
 @pytest.fixture
-def gate() -> Iterator[_Gate]:
-    made = _Gate()
+def gate() -> Iterator[UnstartedServer]:
+    made = UnstartedServer(create_server(lambda environ, start_response: [], host="127.0.0.1", port=0, threads=1))
     yield made
     made.close()
 
 
-def test_a_request_ending_while_the_loop_watches_its_connection_wakes_nothing(gate: _Gate) -> None:
+def test_a_request_ending_while_the_loop_watches_its_connection_wakes_nothing(gate: UnstartedServer) -> None:
     gate.loop_turn()
     assert gate.finish_request() == 0
 
 
-def test_a_request_ending_while_the_loop_works_out_what_to_watch_wakes_it(gate: _Gate) -> None:
+def test_a_request_ending_while_the_loop_works_out_what_to_watch_wakes_it(gate: UnstartedServer) -> None:
     gate.loop_turn()
     gate.channel._loop_reads = None  # the loop is inside readable(): its select() is not settled
     assert gate.finish_request() == 1
 
 
-def test_a_connection_the_loop_stopped_reading_wakes_it_once_readable_again(gate: _Gate) -> None:
+def test_a_connection_the_loop_stopped_reading_wakes_it_once_readable_again(gate: UnstartedServer) -> None:
     gate.channel.requests = [object(), object()]  # over the lookahead: the loop stops reading
     gate.loop_turn()
     gate.channel.requests = []
     assert gate.finish_request() == 1
 
 
-def test_output_the_loop_does_not_watch_for_wakes_it(gate: _Gate) -> None:
+def test_output_the_loop_does_not_watch_for_wakes_it(gate: UnstartedServer) -> None:
     gate.loop_turn()
     gate.channel.outbufs[-1].append(b"left over")
     gate.channel.total_outbufs_len = len(b"left over")
     assert gate.finish_request() == 1
 
 
-def test_wakes_from_outside_a_request_always_go_through(gate: _Gate) -> None:
+def test_wakes_from_outside_a_request_always_go_through(gate: UnstartedServer) -> None:
     gate.loop_turn()
     before = gate.wakes[0]
     gate.server.pull_trigger()

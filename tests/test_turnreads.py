@@ -13,11 +13,11 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.channel import HeadWithBodyChannel, _serving
+from gateway.channel import HeadWithBodyChannel
 from gateway.server import serve_in_turns
 from gateway.turnreads import TurnReads
 from gateway.turns import Turns
-from tests.gateway_harness import LiveGateway, build, gateway_config
+from tests.gateway_harness import LiveGateway, UnstartedServer, build, gateway_config
 from tests.standins.fixtures import StandinServer
 
 USER = [{"role": "user", "content": "hello"}]
@@ -58,37 +58,18 @@ def test_a_loop_that_kept_watching_is_not_woken_when_the_turn_falls_free() -> No
     assert wakes.count == 0
 
 
-class _Box:
+class _Box(UnstartedServer):
     """An unstarted server served in turns, with one client connection over a socket pair."""
 
     def __init__(self) -> None:
-        self.server = serve_in_turns(_hello, host="127.0.0.1", port=0, threads=1)
+        super().__init__(serve_in_turns(_hello, host="127.0.0.1", port=0, threads=1))
         self.dispatcher = self.server.task_dispatcher
-        self.ours, self.peer = socket.socketpair()
         self.ours.setblocking(False)
         self.peer.settimeout(5)
-        self.channel = HeadWithBodyChannel(self.server, self.ours, ("127.0.0.1", 1), self.server.adj, self.server._map)
-        self.wakes = 0
-        pull = self.server.trigger.pull_trigger
-
-        def counted(thunk: object = None) -> None:
-            self.wakes += 1
-            pull(thunk)
-
-        self.server.trigger.pull_trigger = counted
-
-    def loop_turn(self) -> bool:
-        """What the loop does before each select(); whether it watches the connection for reading."""
-        reads = self.channel.readable()
-        self.channel.writable()
-        return reads
 
     def close(self) -> None:
         self.dispatcher.shutdown(timeout=2)
-        self.channel.del_channel()
-        self.ours.close()
-        self.peer.close()
-        self.server.close()
+        super().close()
 
 
 @pytest.fixture
@@ -104,9 +85,9 @@ def test_the_turn_holder_serves_what_a_client_sent_without_the_loop(box: _Box) -
     box.peer.sendall(GET_HELLO)
     box.dispatcher._serve_queued()  # what the holder does once its queue is empty
     assert box.peer.recv(4096).startswith(b"HTTP/1.1 200 OK")
-    assert box.wakes == 0
+    assert box.wakes[0] == 0
     box.dispatcher.turns.release()
-    assert box.wakes == 1  # the turn fell free: the loop watches the connection again
+    assert box.wakes[0] == 1  # the turn fell free: the loop watches the connection again
     assert box.loop_turn() is True
 
 
@@ -140,27 +121,22 @@ def test_a_request_ending_on_a_connection_the_loop_stopped_reading_wakes_it_when
     assert box.loop_turn() is False
     box.channel.requests = []
     box.dispatcher.turns.acquire()
-    _serving.channel = box.channel
-    try:
-        box.server.pull_trigger()  # what waitress does as the request ends
-    finally:
-        _serving.channel = None
-    assert box.wakes == 0  # the holder reads it for now
+    assert box.finish_request() == 0  # the holder reads it for now
     box.dispatcher.turns.release()
-    assert box.wakes == 1  # nobody reads it now but the loop: woken, not left to its 1 s timeout
+    assert box.wakes[0] == 1  # nobody reads it now but the loop: woken, not left to its 1 s timeout
 
 
 def test_a_read_that_finds_nothing_leaves_the_connection_as_it_was(box: _Box) -> None:
     # Both threads saw the connection readable and the other one read it first.
     box.channel.handle_read()
-    assert box.channel.connected and not box.channel.will_close and box.wakes == 0
+    assert box.channel.connected and not box.channel.will_close and box.wakes[0] == 0
 
 
 def test_a_client_hanging_up_seen_by_a_request_thread_is_closed_by_the_loop(box: _Box) -> None:
     box.peer.shutdown(socket.SHUT_WR)
     box.channel.handle_read()
     # Not closed here: the loop may be selecting on this socket. It is asked to close it.
-    assert box.channel.will_close and box.wakes == 1 and box.ours.fileno() != -1
+    assert box.channel.will_close and box.wakes[0] == 1 and box.ours.fileno() != -1
     assert box.channel.writable()
     box.channel.handle_write()
     assert not box.channel.connected and box.ours.fileno() == -1
