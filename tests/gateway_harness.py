@@ -113,16 +113,23 @@ class LiveGateway:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        pulled = threading.Event()
+
         def close_every_channel() -> None:
             # On the loop thread: closing sockets from another thread would pull them out from
-            # under its select(). With its map empty, the loop returns.
+            # under its select(). With its map empty, the loop returns. The loop may run this on
+            # an earlier wake's byte, before the pull below has written to the trigger it closes.
+            pulled.wait(5)
             for channel in list(self.server._map.values()):
                 channel.close()
 
         # Workers first: one finishing a request wakes the loop through the trigger, which must
         # still be open then (closing it first raced them into EBADF).
         self.server.task_dispatcher.shutdown(cancel_pending=True, timeout=2)
-        self.server.trigger.pull_trigger(close_every_channel)
+        try:
+            self.server.trigger.pull_trigger(close_every_channel)
+        finally:
+            pulled.set()
         self._thread.join(5)
         self.gateway.close()
 
