@@ -169,7 +169,9 @@ class HeadWithBodyChannel(HTTPChannel):  # type: ignore[misc]
         self._loop_reads = None
         reads = bool(super().readable())
         turn_reads = self.server.turn_reads
-        if reads and turn_reads is not None:
+        # A request arriving in pieces stays the loop's to read: the turn's holder reads only
+        # between requests, one piece each time, which would drag a large upload out under load.
+        if reads and turn_reads is not None and self.request is None:
             reads = turn_reads.loop_reads()
         self._loop_reads = reads
         return reads
@@ -203,11 +205,12 @@ class HeadWithBodyChannel(HTTPChannel):  # type: ignore[misc]
         """Whether the loop's pending select() already watches for everything this channel now
         needs. A note that says it watches holds for the select() it was taken for; a note being
         worked out counts as not watching. Reading is covered too while a thread holds the turn:
-        it reads connections before it lets the turn go, and the loop is woken when it does."""
+        it reads connections before it lets the turn go, and the loop is woken when it does; but
+        not the rest of a request that arrived in part, which only the loop reads."""
         reads, writes = self._loop_reads, self._loop_writes
         if not (reads or not super().readable()):
             turn_reads = self.server.turn_reads
-            reads = turn_reads is not None and turn_reads.turn_reads()
+            reads = self.request is None and turn_reads is not None and turn_reads.turn_reads()
         return bool((reads or not super().readable()) and (writes or not super().writable()))
 
     def service(self) -> None:

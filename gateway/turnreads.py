@@ -9,7 +9,8 @@ it runs out of queued requests it reads what clients have sent meanwhile (a ``se
 not wait) and serves that. While the turn is held, the loop thread leaves connections waiting for a
 request to it and sleeps; it still accepts connections, flushes what a request thread could not
 send and closes idle ones. When the turn falls free, the loop watches them again, woken for that
-only if it had stepped aside.
+only if it had stepped aside. A request that arrives in pieces is left to the loop once its first
+piece is in: the holder reads only between requests, one piece each time.
 
 The loop's pending ``select()`` may have been set up before the turn was taken, so both threads may
 see a connection readable at once: reads take the connection's read lock, and a read that finds
@@ -64,9 +65,11 @@ class TurnReads:
 
     def read_sent(self, channels: dict[int, Any]) -> None:
         """Read, without waiting, every connection that has sent something and can take it (as
-        the loop would: waitress's ``readable()`` decides)."""
+        the loop would: waitress's ``readable()`` decides), except the rest of a request that
+        arrived in part, which the loop reads."""
         waiting = [fd for fd, channel in list(channels.items())
-                   if isinstance(channel, HTTPChannel) and channel.connected and HTTPChannel.readable(channel)]
+                   if isinstance(channel, HTTPChannel) and channel.connected and channel.request is None
+                   and HTTPChannel.readable(channel)]
         if not waiting:
             return
         try:
@@ -78,6 +81,7 @@ class TurnReads:
         found = [channel for channel in map(channels.get, ready) if channel is not None]
         if len(found) > 1:
             found.sort(key=_last_activity)
+        partly_read = False
         for channel in found:
             try:
                 channel.handle_read()
@@ -87,3 +91,7 @@ class TurnReads:
                 log.exception("reading a request failed; closing the connection")
                 channel.will_close = True
                 self._wake_loop()
+            else:
+                partly_read = partly_read or channel.request is not None
+        if partly_read:
+            self._wake_loop()  # its next select() watches them for the rest

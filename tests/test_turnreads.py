@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from gateway.channel import HeadWithBodyChannel
@@ -22,6 +23,7 @@ from tests.standins.fixtures import StandinServer
 
 USER = [{"role": "user", "content": "hello"}]
 GET_HELLO = b"GET /hello HTTP/1.1\r\nHost: gw\r\n\r\n"
+POST_TEN = b"POST /hello HTTP/1.1\r\nHost: gw\r\nContent-Length: 10\r\n\r\n"
 
 
 def _hello(environ: dict[str, Any], start_response: Any) -> list[bytes]:
@@ -126,6 +128,33 @@ def test_a_request_ending_on_a_connection_the_loop_stopped_reading_wakes_it_when
     assert box.wakes[0] == 1  # nobody reads it now but the loop: woken, not left to its 1 s timeout
 
 
+def test_a_request_arriving_in_pieces_is_left_to_the_loop_once_its_first_piece_is_in(box: _Box) -> None:
+    box.dispatcher.turns.acquire()
+    assert box.loop_turn() is False
+    box.peer.sendall(POST_TEN + b"01234")
+    box.dispatcher.reads.read_sent(box.server._map)
+    assert box.channel.request is not None and not box.dispatcher.queue
+    assert box.wakes[0] == 1  # the holder reads only between requests: the loop is asked to take over
+    assert box.loop_turn() is True  # and watches the connection, though the turn is still held
+    box.peer.sendall(b"56789")
+    box.dispatcher.reads.read_sent(box.server._map)
+    assert box.channel.request is not None and not box.dispatcher.queue  # the holder left it
+    box.channel.handle_read()  # the loop reads the rest
+    assert list(box.dispatcher.queue) == [box.channel]
+    box.dispatcher.queue.clear()
+    box.dispatcher.turns.release()
+
+
+def test_a_request_ending_with_the_next_one_in_part_wakes_the_loop_though_the_turn_is_held(box: _Box) -> None:
+    box.dispatcher.turns.acquire()
+    assert box.loop_turn() is False
+    box.peer.sendall(POST_TEN + b"01")
+    box.channel.handle_read()
+    assert box.channel.request is not None
+    assert box.finish_request() == 1  # the turn's holder would not read the rest
+    box.dispatcher.turns.release()
+
+
 def test_a_read_that_finds_nothing_leaves_the_connection_as_it_was(box: _Box) -> None:
     # Both threads saw the connection readable and the other one read it first.
     box.channel.handle_read()
@@ -144,9 +173,13 @@ def test_a_client_hanging_up_seen_by_a_request_thread_is_closed_by_the_loop(box:
 
 class _ReadsByThread(HeadWithBodyChannel):
     readers: list[str] = []
+    upload_readers: list[str] = []
 
     def handle_read(self) -> None:
-        self.readers.append(threading.current_thread().name)
+        reader = threading.current_thread().name
+        self.readers.append(reader)
+        if self.request is not None and self.request.headers.get("X_UPLOAD"):
+            self.upload_readers.append(reader)
         super().handle_read()
 
 
@@ -177,3 +210,41 @@ def test_concurrent_clients_are_read_by_request_threads_and_none_waits_for_the_l
     assert slowest[0] < 0.5
     assert any(name.startswith("waitress-") for name in readers), "request threads never read a request"
     assert any(not name.startswith("waitress-") for name in readers), "the loop never read a request"
+
+
+def test_a_request_sent_in_pieces_under_load_is_read_by_the_loop(ollama_a: StandinServer) -> None:
+    doc = gateway_config([{"name": "qwen3:4b", "engine": "ollama"}], ollama=[ollama_a.url])
+    body = orjson.dumps({"model": "qwen3:4b", "messages": [{"role": "user", "content": "x" * 60_000}]})
+    pieces = [body[at:at + 3_000] for at in range(0, len(body), 3_000)]
+    _ReadsByThread.readers, _ReadsByThread.upload_readers = [], []
+    busy = threading.Event()
+    busy.set()
+
+    def keep_busy() -> None:
+        with httpx.Client(base_url=live.url, timeout=5) as http:
+            while busy.is_set():
+                http.post("/v1/chat/completions", json={"model": "qwen3:4b", "messages": USER})
+
+    with LiveGateway(build(doc), channel_class=_ReadsByThread) as live:
+        clients = [threading.Thread(target=keep_busy) for _ in range(8)]
+        for thread in clients:
+            thread.start()
+        try:
+            time.sleep(0.2)
+            with socket.create_connection(("127.0.0.1", live.server.effective_port), timeout=5) as upload:
+                upload.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nX-Upload: 1\r\n"
+                               b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body))
+                for piece in pieces:
+                    upload.sendall(piece)
+                    time.sleep(0.003)
+                answer = upload.recv(65536)
+        finally:
+            busy.clear()
+            for thread in clients:
+                thread.join(10)
+    assert answer.startswith(b"HTTP/1.1 200 OK")
+    # Request threads read only between the requests they serve, one piece each time; under this
+    # load they would have read most of the upload had it been left to them.
+    by_request_threads = [name for name in _ReadsByThread.upload_readers if name.startswith("waitress-")]
+    assert len(_ReadsByThread.upload_readers) >= len(pieces) // 2
+    assert len(by_request_threads) <= 2, by_request_threads
