@@ -56,16 +56,16 @@ def _url(kind: str, name: str, target: targets.Target | None, backend: StaticBac
 
 
 def run_load(procs: dict[str, targets.Target | None], backend: StaticBackend, *, rounds: int, seconds: float,
-             load_cpu: int | None, log: Any) -> list[dict[str, Any]]:
+             load_cpu: int | None, log: Any, kinds: dict[str, tuple[Any, ...]] = KINDS) -> list[dict[str, Any]]:
     names = list(procs)
     samples = []
-    for kind in KINDS:  # warm every path once: connection pools, lazy imports, JIT-less but cache-warm
+    for kind in kinds:  # warm every path once: connection pools, lazy imports, JIT-less but cache-warm
         for name in names:
             wrkload.run(_url(kind, name, procs[name], backend), _request(kind), connections=8, seconds=1,
                         cpu=load_cpu)
     step = 0
     for rnd in range(rounds):
-        for kind, (concs, *_rest) in KINDS.items():
+        for kind, (concs, *_rest) in kinds.items():
             for conc in concs:
                 step += 1
                 order = names[step % len(names):] + names[: step % len(names)]  # rotate who goes first

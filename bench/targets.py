@@ -98,16 +98,17 @@ def gateway_config(backend_url: str, *, local_embeddings: bool = False, threads:
 
 
 def start_gateway(backend_url: str, port: int, cpu: int | None, *, name: str = "gateway",
-                  env: dict[str, str] | None = None, **config: Any) -> Target:
-    """The shipped gateway (``vilms-gateway serve`` from the project venv) on ``port``, ready."""
+                  env: dict[str, str] | None = None, source: Path | None = None, **config: Any) -> Target:
+    """The shipped gateway (``vilms-gateway serve`` from the project venv) on ``port``, ready; with
+    ``source``, the ``gateway`` package of that tree instead, run by the same venv."""
     workdir = Path(tempfile.mkdtemp(prefix="bench-gw-"))
     path = workdir / "config.yaml"
     path.write_text(yaml.safe_dump(gateway_config(backend_url, **config)))
     args = ["serve", "--config", str(path), "--host", "127.0.0.1", "--port", str(port), "--log-level", "WARNING"]
     exe = ROOT / ".venv" / "bin" / "vilms-gateway"
-    cmd = [str(exe), *args] if exe.exists() else [sys.executable, "-m", "gateway", *args]
-    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(ROOT),
-                **(env or {})}
+    cmd = [str(exe), *args] if exe.exists() and source is None else [sys.executable, "-m", "gateway", *args]
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+                "PYTHONPATH": str(source or ROOT), **(env or {})}
     started = time.monotonic()
     proc = subprocess.Popen(_pinned(cmd, cpu), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env=full_env, cwd=workdir)

@@ -1,0 +1,106 @@
+"""Side by side: the gateway at another revision against this checkout, on the same backend, in
+alternating rounds: ``.venv/bin/python -m bench.ab REV [--rounds 10] [--seconds 3] [--kind chat]``.
+
+A full run cannot resolve a change of 10 to 20% on a host whose speed drifts by half within a
+minute. Two gateways served at once, on the same CPU, and driven in turn, round after round, meet
+the same drift: the medians of their differences can. REV is checked out with ``git worktree``
+into a temporary directory and its ``gateway`` package is served by the project venv, so only the
+gateway's code differs. Prints a markdown table and writes the samples as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import procstat, stats, targets, wrkload
+from bench.backend import StaticBackend
+from bench.run import KINDS, OUT, _cpus, _port, run_load
+
+BEFORE, AFTER = "before", "after"
+COLUMNS = (("proxy_cpu_us_per_req", "CPU us/req"), ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"),
+           ("added_p99_ms", "added p99 ms"), ("ok_rps", "req/s"), ("switches_per_req", "switches/req"))
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(["git", "-C", str(targets.ROOT), *args], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def _change(before: float, after: float) -> str:
+    return f"{(after - before) / before * 100:+.0f}%" if before else "-"
+
+
+def table(load: dict[str, Any]) -> str:
+    """One row per kind and concurrency: before -> after (change) for each measure."""
+    lines = ["| kind | c | " + " | ".join(title for _, title in COLUMNS) + " |", "|---|---|" + "---|" * len(COLUMNS)]
+    for kind, by_conc in load.items():
+        for conc, rows in by_conc.items():
+            if BEFORE not in rows or AFTER not in rows:
+                continue
+            cells = [f"{rows[BEFORE].get(key)} -> {rows[AFTER].get(key)} "
+                     f"({_change(rows[BEFORE].get(key, 0), rows[AFTER].get(key, 0))})" for key, _ in COLUMNS]
+            lines.append(f"| {kind} | {conc} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.ab", description=__doc__)
+    parser.add_argument("rev", help="the revision to compare this checkout against (a commit, tag or branch)")
+    parser.add_argument("--rounds", type=int, default=10, help="alternating rounds (default 10)")
+    parser.add_argument("--seconds", type=float, default=3.0, help="seconds per wrk run (default 3)")
+    parser.add_argument("--kind", choices=sorted(KINDS), action="append",
+                        help="what to load (repeatable; default chat)")
+    parser.add_argument("--out", type=Path, default=OUT / "ab.json")
+    args = parser.parse_args(argv)
+    if not wrkload.available():
+        print("wrk is not installed: apt-get install -y wrk nginx-light", file=sys.stderr)
+        return 2
+    kinds = {kind: KINDS[kind] for kind in args.kind or ["chat"]}
+    commit = _git("rev-parse", "--verify", f"{args.rev}^{{commit}}")
+    load_cpu, proxy_cpu = _cpus()
+    started = time.monotonic()
+
+    def log(msg: str) -> None:
+        print(f"[{time.monotonic() - started:6.1f}s] {msg}", file=sys.stderr, flush=True)
+
+    meta: dict[str, Any] = {"before": commit, "after": _git("rev-parse", "HEAD"),
+                            "after_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+                            "rounds": args.rounds, "seconds": args.seconds,
+                            "host_speed_ms_start": procstat.host_speed_ms()}
+    tree = Path(tempfile.mkdtemp(prefix="bench-ab-")) / "tree"
+    _git("worktree", "add", "--detach", str(tree), commit)
+    backend = StaticBackend(_port(), cpu=load_cpu).start()
+    procs: dict[str, targets.Target | None] = {"direct": None}
+    try:
+        log(f"starting the gateway at {commit[:12]} and this checkout's")
+        procs[BEFORE] = targets.start_gateway(backend.url, _port(), proxy_cpu, name=BEFORE, source=tree)
+        procs[AFTER] = targets.start_gateway(backend.url, _port(), proxy_cpu, name=AFTER)
+        samples = run_load(procs, backend, rounds=args.rounds, seconds=args.seconds, load_cpu=load_cpu,
+                           log=log, kinds=kinds)
+    finally:
+        for proc in procs.values():
+            if proc is not None:
+                proc.stop()
+        backend.stop()
+        _git("worktree", "remove", "--force", str(tree))
+    meta["host_speed_ms_end"] = procstat.host_speed_ms()
+    load = stats.aggregate_load(samples)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"meta": meta, "load": load, "samples": samples}, indent=2))
+    dirty = " (with uncommitted changes)" if meta["after_dirty"] else ""
+    print(f"before {commit[:12]}, after {meta['after'][:12]}{dirty}; host speed {meta['host_speed_ms_start']} / "
+          f"{meta['host_speed_ms_end']} ms; medians of {args.rounds} rounds\n")
+    print(table(load))
+    log(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
