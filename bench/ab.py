@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,15 +38,39 @@ def _change(before: float, after: float) -> str:
     return f"{(after - before) / before * 100:+.0f}%" if before else "-"
 
 
-def table(load: dict[str, Any]) -> str:
-    """One row per kind and concurrency: before -> after (change) for each measure."""
-    lines = ["| kind | c | " + " | ".join(title for _, title in COLUMNS) + " |", "|---|---|" + "---|" * len(COLUMNS)]
+def paired_cpu_changes(samples: list[dict[str, Any]]) -> dict[tuple[str, int], list[float]]:
+    """Per kind and concurrency, after's CPU per request over before's in each round, minus one:
+    the two ran a few seconds apart, so their spread is what the host's drift leaves in a change."""
+    by_round: dict[tuple[str, int, int], dict[str, float]] = {}
+    for s in samples:
+        by_round.setdefault((s["kind"], s["conc"], s["round"]), {})[s["target"]] = s["proxy_cpu_us"]
+    out: dict[tuple[str, int], list[float]] = {}
+    for (kind, conc, _), cpu in sorted(by_round.items()):
+        if cpu.get(BEFORE) and AFTER in cpu:
+            out.setdefault((kind, conc), []).append(cpu[AFTER] / cpu[BEFORE] - 1)
+    return out
+
+
+def _quartiles(values: list[float]) -> str:
+    if len(values) < 2:
+        return "-"
+    low, _, high = statistics.quantiles(values, n=4)
+    return f"{low * 100:+.0f}% to {high * 100:+.0f}%"
+
+
+def table(load: dict[str, Any], samples: list[dict[str, Any]]) -> str:
+    """One row per kind and concurrency: before -> after (change) for each measure, and the middle
+    half of the rounds' paired CPU changes: a change inside it is the host's, not the code's."""
+    titles = [title for _, title in COLUMNS] + ["CPU change, middle half of rounds"]
+    lines = ["| kind | c | " + " | ".join(titles) + " |", "|---|---|" + "---|" * len(titles)]
+    paired = paired_cpu_changes(samples)
     for kind, by_conc in load.items():
         for conc, rows in by_conc.items():
             if BEFORE not in rows or AFTER not in rows:
                 continue
             cells = [f"{rows[BEFORE].get(key)} -> {rows[AFTER].get(key)} "
                      f"({_change(rows[BEFORE].get(key, 0), rows[AFTER].get(key, 0))})" for key, _ in COLUMNS]
+            cells.append(_quartiles(paired.get((kind, int(conc)), [])))
             lines.append(f"| {kind} | {conc} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -97,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     dirty = " (with uncommitted changes)" if meta["after_dirty"] else ""
     print(f"before {commit[:12]}, after {meta['after'][:12]}{dirty}; host speed {meta['host_speed_ms_start']} / "
           f"{meta['host_speed_ms_end']} ms; medians of {args.rounds} rounds\n")
-    print(table(load))
+    print(table(load, samples))
     log(f"wrote {args.out}")
     return 0
 

@@ -29,10 +29,20 @@ def test_a_side_by_side_shows_each_measure_before_and_after_with_its_change() ->
     for rnd in range(3):
         samples += [_sample(rnd, "direct", 1.0, 2.0), _sample(rnd, ab.BEFORE, 2.0, 5.0, cpu=200.0),
                     _sample(rnd, ab.AFTER, 1.5, 4.0, cpu=150.0)]
-    table = ab.table(stats.aggregate_load(samples)).splitlines()
+    table = ab.table(stats.aggregate_load(samples), samples).splitlines()
     assert len(table) == 3
     row = table[2]
     assert row.startswith("| chat | 8 | ")
     assert "200.0 -> 150.0 (-25%)" in row  # CPU per request
     assert "5.0 -> 4.0 (-20%)" in row  # p99
     assert "3.0 -> 2.0 (-33%)" in row  # added p99
+    assert row.endswith("| -25% to -25% |")  # every round paired alike
+
+
+def test_the_paired_cpu_changes_show_how_far_the_host_moved_a_change_between_rounds() -> None:
+    cpus = [(200.0, 180.0), (200.0, 260.0), (100.0, 90.0), (300.0, 240.0)]  # -10%, +30%, -10%, -20%
+    samples = []
+    for rnd, (before, after) in enumerate(cpus):
+        samples += [_sample(rnd, ab.BEFORE, 2.0, 5.0, cpu=before), _sample(rnd, ab.AFTER, 2.0, 5.0, cpu=after)]
+    changes = ab.paired_cpu_changes(samples)[("chat", 8)]
+    assert [round(change, 2) for change in changes] == [-0.1, 0.3, -0.1, -0.2]
