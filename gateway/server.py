@@ -126,12 +126,9 @@ class TurnTakingDispatcher(ThreadedTaskDispatcher):  # type: ignore[misc]  # wai
             with self.lock:
                 task = self.queue.popleft() if self.queue else None
             if task is None:
-                if self.reads is None:
+                # What clients sent while this thread served, read here rather than by the loop.
+                if self.reads is None or not self.reads.read_sent(self._channels):
                     return
-                self.reads.read_sent(self._channels)  # what clients sent while this thread served
-                with self.lock:
-                    if not self.queue:
-                        return
                 continue
             try:
                 task.service()

@@ -63,19 +63,24 @@ class TurnReads:
             self._wake_when_free = False
             self._wake_loop()
 
-    def read_sent(self, channels: dict[int, Any]) -> None:
+    def read_sent(self, channels: dict[int, Any]) -> bool:
         """Read, without waiting, every connection that has sent something and can take it (as
         the loop would: waitress's ``readable()`` decides), except the rest of a request that
-        arrived in part, which the loop reads."""
+        arrived in part, which the loop reads. Whether anything was read."""
+        if not self._wake_when_free:
+            # The loop watches every connection (it has not stepped aside since the turn was last
+            # free): a client's next request wakes it as it would anyway. At one client at a time
+            # this is every request, and the select() below would almost never find anything.
+            return False
         waiting = [fd for fd, channel in list(channels.items())
                    if isinstance(channel, HTTPChannel) and channel.connected and channel.request is None
                    and HTTPChannel.readable(channel)]
         if not waiting:
-            return
+            return False
         try:
             ready = select.select(waiting, (), (), 0)[0]
         except (OSError, ValueError):
-            return  # the loop closed one of them meanwhile: it reads them again once the turn is free
+            return False  # the loop closed one of them meanwhile: it reads them again once the turn is free
         # In the order the clients last had an answer: select() gives them in descriptor order,
         # which would put the same clients last in every batch.
         found = [channel for channel in map(channels.get, ready) if channel is not None]
@@ -95,3 +100,4 @@ class TurnReads:
                 partly_read = partly_read or channel.request is not None
         if partly_read:
             self._wake_loop()  # its next select() watches them for the rest
+        return bool(found)

@@ -93,6 +93,17 @@ def test_the_turn_holder_serves_what_a_client_sent_without_the_loop(box: _Box) -
     assert box.loop_turn() is True
 
 
+def test_the_turn_holder_leaves_connections_the_loop_watches_to_it(box: _Box) -> None:
+    assert box.loop_turn() is True  # watching, before the turn was taken
+    box.dispatcher.turns.acquire()
+    box.peer.sendall(GET_HELLO)
+    # One client at a time: its next request wakes the loop anyway; a read here would rarely find it.
+    assert box.dispatcher.reads.read_sent(box.server._map) is False
+    assert not box.dispatcher.queue and box.channel.request is None
+    box.dispatcher.turns.release()
+    assert box.wakes[0] == 0
+
+
 def test_requests_read_together_are_served_in_the_order_their_clients_last_had_an_answer(box: _Box) -> None:
     ours, peer = socket.socketpair()
     ours.setblocking(False)
@@ -103,7 +114,8 @@ def test_requests_read_together_are_served_in_the_order_their_clients_last_had_a
         box.peer.sendall(GET_HELLO)
         peer.sendall(GET_HELLO)
         box.dispatcher.turns.acquire()
-        box.dispatcher.reads.read_sent(box.server._map)
+        assert box.loop_turn() is False  # the loop steps aside
+        assert box.dispatcher.reads.read_sent(box.server._map) is True
         assert list(box.dispatcher.queue) == [later, box.channel]
         box.dispatcher.queue.clear()
         box.dispatcher.turns.release()
