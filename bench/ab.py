@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -60,7 +61,7 @@ def _quartiles(values: list[float]) -> str:
 
 def table(load: dict[str, Any], samples: list[dict[str, Any]]) -> str:
     """One row per kind and concurrency: before -> after (change) for each measure, and the middle
-    half of the rounds' paired CPU changes: a change inside it is the host's, not the code's."""
+    half of the rounds' paired CPU changes: a change not much larger than that spread is not resolved."""
     titles = [title for _, title in COLUMNS] + ["CPU change, middle half of rounds"]
     lines = ["| kind | c | " + " | ".join(titles) + " |", "|---|---|" + "---|" * len(titles)]
     paired = paired_cpu_changes(samples)
@@ -99,11 +100,13 @@ def main(argv: list[str] | None = None) -> int:
                             "after_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
                             "rounds": args.rounds, "seconds": args.seconds,
                             "host_speed_ms_start": procstat.host_speed_ms()}
-    tree = Path(tempfile.mkdtemp(prefix="bench-ab-")) / "tree"
+    workdir = Path(tempfile.mkdtemp(prefix="bench-ab-"))
+    tree = workdir / "tree"
     _git("worktree", "add", "--detach", str(tree), commit)
-    backend = StaticBackend(_port(), cpu=load_cpu).start()
+    backend: StaticBackend | None = None
     procs: dict[str, targets.Target | None] = {"direct": None}
     try:
+        backend = StaticBackend(_port(), cpu=load_cpu).start()
         log(f"starting the gateway at {commit[:12]} and this checkout's")
         procs[BEFORE] = targets.start_gateway(backend.url, _port(), proxy_cpu, name=BEFORE, source=tree)
         procs[AFTER] = targets.start_gateway(backend.url, _port(), proxy_cpu, name=AFTER)
@@ -113,8 +116,10 @@ def main(argv: list[str] | None = None) -> int:
         for proc in procs.values():
             if proc is not None:
                 proc.stop()
-        backend.stop()
+        if backend is not None:
+            backend.stop()
         _git("worktree", "remove", "--force", str(tree))
+        shutil.rmtree(workdir, ignore_errors=True)
     meta["host_speed_ms_end"] = procstat.host_speed_ms()
     load = stats.aggregate_load(samples)
     args.out.parent.mkdir(parents=True, exist_ok=True)
