@@ -15,15 +15,13 @@ import json
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from bench import procstat, stats, targets, wrkload
+from bench import procstat, stats, targets
 from bench.backend import StaticBackend
-from bench.run import KINDS, OUT, _cpus, _port, run_load
+from bench.run import KINDS, OUT, _cpus, _port, progress_log, run_load, wrk_missing
 
 BEFORE, AFTER = "before", "after"
 COLUMNS = (("proxy_cpu_us_per_req", "CPU us/req"), ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"),
@@ -85,16 +83,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="what to load (repeatable; default chat)")
     parser.add_argument("--out", type=Path, default=OUT / "ab.json")
     args = parser.parse_args(argv)
-    if not wrkload.available():
-        print("wrk is not installed: apt-get install -y wrk nginx-light", file=sys.stderr)
+    if wrk_missing():
         return 2
     kinds = {kind: KINDS[kind] for kind in args.kind or ["chat"]}
     commit = _git("rev-parse", "--verify", f"{args.rev}^{{commit}}")
     load_cpu, proxy_cpu = _cpus()
-    started = time.monotonic()
-
-    def log(msg: str) -> None:
-        print(f"[{time.monotonic() - started:6.1f}s] {msg}", file=sys.stderr, flush=True)
+    log = progress_log()
 
     meta: dict[str, Any] = {"before": commit, "after": _git("rev-parse", "HEAD"),
                             "after_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),

@@ -14,6 +14,7 @@ import platform
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,23 @@ def _cpus() -> tuple[int | None, int | None]:
 
 def _mb(pid: int) -> float:
     return round(procstat.rss_bytes(pid) / 2**20, 1)
+
+
+def progress_log() -> Callable[[str], None]:
+    """Progress lines on stderr, stamped with the seconds since this call."""
+    started = time.monotonic()
+
+    def log(msg: str) -> None:
+        print(f"[{time.monotonic() - started:6.1f}s] {msg}", file=sys.stderr, flush=True)
+
+    return log
+
+
+def wrk_missing() -> bool:
+    if wrkload.available():
+        return False
+    print("wrk is not installed: apt-get install -y wrk nginx-light", file=sys.stderr)
+    return True
 
 
 def _request(kind: str) -> bytes:
@@ -122,14 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rounds = args.rounds or (1 if args.quick else 3)
     seconds = args.seconds or (2.0 if args.quick else 4.0)
-    if not wrkload.available():
-        print("wrk is not installed: apt-get install -y wrk nginx-light", file=sys.stderr)
+    if wrk_missing():
         return 2
     load_cpu, proxy_cpu = _cpus()
     started = time.monotonic()
-
-    def log(msg: str) -> None:
-        print(f"[{time.monotonic() - started:6.1f}s] {msg}", file=sys.stderr, flush=True)
+    log = progress_log()
 
     results: dict[str, Any] = {"meta": {
         "rounds": rounds, "seconds": seconds, "quick": args.quick, "cpus": os.cpu_count(),
