@@ -24,7 +24,13 @@ from gateway.errors import (
 from gateway.health import BackendProber
 from gateway.images import ImageFetcher
 from gateway.metrics import Metrics
-from gateway.middleware import AccessLogMiddleware, AuthMiddleware, BodyLimitMiddleware, RequestIdMiddleware
+from gateway.middleware import (
+    AccessLogMiddleware,
+    AuthMiddleware,
+    BodyLimitMiddleware,
+    JsonBodyMiddleware,
+    RequestIdMiddleware,
+)
 from gateway.resources import (
     ChatResource,
     EmbeddingsResource,
@@ -84,6 +90,7 @@ class Gateway:
             AccessLogMiddleware(self.metrics, self.access_log),
             AuthMiddleware(_api_keys(self.config)),
             BodyLimitMiddleware(service.max_body_bytes),
+            JsonBodyMiddleware(),
         ]
         app: falcon.App[Any, Any] = falcon.App(middleware=middleware)
         app.req_options.strip_url_path_trailing_slash = True

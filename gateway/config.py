@@ -70,6 +70,7 @@ class EmbeddingSettings:
     batch_size: int = 32
     idle_unload_seconds: float = 600.0
     aliases: tuple[str, ...] = ()
+    catch_all: bool = False  # answer any model name on /v1/embeddings, as the old gateway did
 
 
 @dataclass(frozen=True)
@@ -248,6 +249,7 @@ def _embedding(raw: dict[str, Any]) -> EmbeddingSettings:
         batch_size=raw.get("batch-size", defaults.batch_size),
         idle_unload_seconds=float(raw.get("idle-unload-seconds", defaults.idle_unload_seconds)),
         aliases=tuple(raw.get("aliases") or ()),
+        catch_all=bool(raw.get("catch-all", False)),
     )
 
 

@@ -14,8 +14,8 @@ import httpx
 from gateway import tls, turns, wirejson
 from gateway.config import EmbeddingSettings, normalize_base_url
 from gateway.embeddings_local import EmbeddingUnavailable
-from gateway.errors import EmbeddingsDisabled, InvalidRequest, UpstreamError, UpstreamUnavailable
-from gateway.routing import Route
+from gateway.errors import EmbeddingsDisabled, InvalidRequest, ModelNotFound, UpstreamError, UpstreamUnavailable
+from gateway.routing import Route, Router
 from gateway.upstream import Upstreams
 
 MAX_INPUTS = 2048
@@ -70,6 +70,45 @@ def response_body(vectors: Sequence[Sequence[float]], model: str, tokens: int, e
     }
 
 
+class EmbeddingNames:
+    """Which model names ``/v1/embeddings`` answers, and who answers each.
+
+    A name that resolves to an engine model of ``type: embedding`` goes to that engine; the embedding
+    section's model and every alias that leads to it go to the section. Any other name is a 404:
+    answering it with the section's model would put vectors of another model, of another dimension,
+    into the client's index. On a gateway with no embedding model at all (the section disabled, no
+    engine model of that type), a name it does not know gets the old gateway's 400 "Embedding is
+    disabled", which is then the whole truth. ``embedding.catch-all: true`` sends every name that
+    is not an engine embedding model to the section, as the old gateway did (it ignored the name)."""
+
+    def __init__(self, router: Router, settings: EmbeddingSettings) -> None:
+        self._router = router
+        self._settings = settings
+        self.served = tuple(name for name, _ in router.public_ids() if _embeds(router.resolve(name)))
+
+    def route(self, name: str) -> Route | None:
+        """The engine route for ``name``, or None when the embedding section answers it."""
+        try:
+            route: Route | None = self._router.resolve(name)
+        except ModelNotFound:
+            route = None
+        if route is not None and _embeds(route):
+            return None if route.local_embedding else route
+        if self._settings.catch_all:
+            return None
+        if route is None and not self._settings.enabled and not self.served:
+            raise EmbeddingsDisabled("Embedding is disabled in config (embedding.enabled is false).", param="model")
+        raise ModelNotFound(
+            f"The model {name!r} is not an embedding model on this gateway. "
+            f"Embedding models: {', '.join(self.served) or 'none'}.",
+            param="model",
+        )
+
+
+def _embeds(route: Route) -> bool:
+    return route.local_embedding or route.primary.model.type == "embedding"
+
+
 class EmbeddingService:
     def __init__(self, settings: EmbeddingSettings, upstreams: Upstreams, local: Embedder | None) -> None:
         self.settings = settings
@@ -88,13 +127,12 @@ class EmbeddingService:
     def local_loaded(self) -> bool:
         return self._local is not None and self._local.loaded
 
-    def embed(self, body: dict[str, Any], route: Route | None, deadline: float) -> dict[str, Any]:
-        texts = parse_inputs(body)
+    def embed(self, body: dict[str, Any], texts: list[str], route: Route | None, deadline: float) -> dict[str, Any]:
+        """``route``: an engine model of type embedding (from :class:`EmbeddingNames`), or None for
+        the embedding section."""
         encoding = body.get("encoding_format", "float")
         requested = body["model"]
-        # An engine serves only models declared as embedding models; any other name goes to the
-        # embedding section, as the old gateway did (it ignored the model name for embeddings).
-        if route is not None and not route.local_embedding and route.primary.model.type == "embedding":
+        if route is not None:
             return self._via_engine(body, texts, route, deadline, encoding, requested)
         if not self.settings.enabled:
             raise EmbeddingsDisabled("Embedding is disabled in config (embedding.enabled is false).",
@@ -135,7 +173,7 @@ class EmbeddingService:
     @staticmethod
     def _reshape(content: bytes, requested: str, encoding: str) -> dict[str, Any]:
         try:
-            data = wirejson.loads(content)  # thousands of floats: orjson reads them several times faster
+            data = wirejson.loads_lenient(content)  # thousands of floats: orjson reads them several times faster
             items = sorted(data["data"], key=lambda item: item["index"])
             vectors = [item["embedding"] for item in items]
             usage = data.get("usage") or {}

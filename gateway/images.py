@@ -141,3 +141,39 @@ class ImageFetcher:
     def close(self) -> None:
         if self._made is not None:
             self._made.close()
+
+
+# -- what a data: URL's bytes are -----------------------------------------------------------------
+# A data URL names its own type; a client that labels JPEG bytes image/png (or sends random bytes)
+# gets a 400 here instead of an engine error later. Ollama's OpenAI layer takes only jpeg, jpg, png
+# and webp data URLs (openai/openai.go, decodeImageURL); vLLM opens what PIL reads.
+_DECLARED_IMAGE_TYPES = {
+    "image/png": "png", "image/jpeg": "jpeg", "image/jpg": "jpeg", "image/pjpeg": "jpeg", "image/gif": "gif",
+    "image/webp": "webp", "image/bmp": "bmp", "image/x-bmp": "bmp", "image/x-ms-bmp": "bmp", "image/tiff": "tiff",
+}
+# The sizes of the BMP info headers (BITMAPCOREHEADER 12 through BITMAPV5HEADER 124): "BM" alone is
+# two bytes that plenty of random data starts with.
+_BMP_INFO_HEADER_SIZES = frozenset({12, 16, 40, 52, 56, 64, 108, 124})
+DATA_URL_IMAGE_TYPES = tuple(sorted(set(_DECLARED_IMAGE_TYPES.values())))
+
+
+def image_format(data: bytes) -> str | None:
+    """The image format the bytes start with (``png``, ``jpeg``, ``gif``, ``webp``, ``bmp``, ``tiff``)."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if data.startswith((b"GIF87a", b"GIF89a")):
+        return "gif"
+    if data.startswith(b"RIFF") and data[8:12] == b"WEBP":
+        return "webp"
+    if data.startswith(b"BM") and int.from_bytes(data[14:18], "little") in _BMP_INFO_HEADER_SIZES:
+        return "bmp"
+    if data.startswith((b"II*\x00", b"MM\x00*")):
+        return "tiff"
+    return None
+
+
+def declared_image_format(media_type: str) -> str | None:
+    """The format a data URL's media type (``image/png``, any case) promises, or None for one not checked."""
+    return _DECLARED_IMAGE_TYPES.get(media_type.lower())

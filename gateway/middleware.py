@@ -62,6 +62,25 @@ class BodyLimitMiddleware:
             raise PayloadTooLarge(f"The request body is {length} bytes; the limit is {self._max}.")
 
 
+class JsonBodyMiddleware:
+    """A POST to an endpoint that takes one must carry JSON: ``application/json`` (any parameters,
+    such as ``charset``) or an ``application/*+json`` type; anything else is a 415 before the body
+    is read. A request without a Content-Type is read as JSON, as the old gateway (FastAPI's
+    ``get_request_handler``) read it. Checked once the route is known, so an unknown path stays a
+    404 and a wrong method on a known one a 405, whatever the body."""
+
+    def process_resource(self, req: falcon.Request, resp: falcon.Response, resource: object, params: Any) -> None:
+        if req.method != "POST" or resource is None or not hasattr(resource, "on_post"):
+            return
+        header = req.content_type
+        if not header:
+            return
+        media_type = header.split(";", 1)[0].strip().lower()
+        if media_type == "application/json" or (media_type.startswith("application/") and media_type.endswith("+json")):
+            return
+        raise UnsupportedMediaType(f"Content type {header.strip()[:100]!r} is not supported: send application/json.")
+
+
 class AccessLogMiddleware:
     """Counts and times every request; with an access log, writes one JSON line for it. Never logs
     headers or bodies, so keys and prompts stay out of logs."""
@@ -105,12 +124,8 @@ class AccessLogMiddleware:
 
 
 def read_json(req: falcon.Request, max_bytes: int) -> Any:
-    """The request's JSON body, or an OpenAI-shaped 4xx that says what is wrong with it."""
-    content_type = (req.content_type or "").split(";")[0].strip().lower()
-    if content_type and not (
-        content_type.endswith("json") or content_type in ("text/plain", "application/x-www-form-urlencoded")
-    ):
-        raise UnsupportedMediaType(f"Content type {content_type!r} is not supported: send application/json.")
+    """The request's JSON body, or an OpenAI-shaped 4xx that says what is wrong with it. Its
+    Content-Type was checked by :class:`JsonBodyMiddleware`."""
     raw = req.bounded_stream.read(max_bytes + 1)
     if len(raw) > max_bytes:
         raise PayloadTooLarge(f"The request body exceeds the limit of {max_bytes} bytes.")

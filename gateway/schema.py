@@ -87,6 +87,7 @@ SCHEMA: dict[str, Any] = {
             "idle-unload-seconds": {"type": "number", "min": 0},
             "aliases": _NAME_LIST,
             "api-key": {"type": "string", "nullable": True},
+            "catch-all": {"type": "boolean"},
         },
     },
     "gateway": {

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from typing import Any
 
 USER = [{"role": "user", "content": "hello"}]
 CHAT = {"model": "qwen3:4b", "messages": USER}
+JPEG_START = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x01\x00H\x00H\x00\x00"  # a JPEG file's first bytes
 
 
 def bad_inputs(image_url: str, dead_url: str, backend_url: str) -> list[tuple[str, dict[str, Any], set[int]]]:
@@ -23,6 +26,9 @@ def bad_inputs(image_url: str, dead_url: str, backend_url: str) -> list[tuple[st
         return {"method": "POST", "url": path,
                 "json": {"model": "qwen2.5vl:3b", "messages": [{"role": "user", "content": parts}]}}
 
+    def b64(data: bytes) -> str:
+        return base64.b64encode(data).decode()
+
     nested = b'{"model": "qwen3:4b", "messages": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"
     million_tokens = {"model": "qwen3:4b", "messages": [{"role": "user", "content": "tok " * 1_000_000}]}
     bad = {400}
@@ -31,6 +37,30 @@ def bad_inputs(image_url: str, dead_url: str, backend_url: str) -> list[tuple[st
         ("not JSON at all", raw(b"model=qwen3:4b&messages=hi"), bad),
         ("invalid UTF-8", raw(b'{"model": "\xff\xfe", "messages": []}'), bad),
         ("NaN literal", raw(b'{"model": "qwen3:4b", "messages": [], "temperature": NaN}'), bad),
+        # The strict client contract: each of these reached the engine before.
+        ("NaN temperature", raw(b'{"model": "qwen3:4b", "messages": [{"role": "user", "content": "hi"}], '
+                                b'"temperature": NaN}'), bad),
+        ("Infinity in an extra field", raw(b'{"model": "qwen3:4b", "messages": [{"role": "user", "content": "hi"}],'
+                                           b' "top_k": Infinity}'), bad),
+        ("-Infinity top_p", raw(b'{"model": "qwen3:4b", "messages": [{"role": "user", "content": "hi"}], '
+                                b'"top_p": -Infinity}'), bad),
+        ("unknown part type", chat(messages=[{"role": "user", "content": [{"type": "file", "file": {}}]}]), bad),
+        ("text part is a number", chat(messages=[{"role": "user", "content": [{"type": "text", "text": 5}]}]), bad),
+        ("max_tokens 0", chat(max_tokens=0), bad),
+        ("max_completion_tokens negative", chat(max_completion_tokens=-1), bad),
+        ("temperature 3", chat(temperature=3), bad),
+        ("top_p 1.5", chat(top_p=1.5), bad),
+        ("n 0", chat(n=0), bad),
+        ("image: JPEG bytes claimed PNG", image("data:image/png;base64," + b64(JPEG_START)), bad),
+        ("image: random bytes claimed PNG", image("data:image/png;base64," + b64(bytes(range(9, 99)))), bad),
+        ("content type text/plain", raw(json.dumps(CHAT).encode(), "text/plain"), {415}),
+        ("content type form (curl -d)", raw(json.dumps(CHAT).encode(), "application/x-www-form-urlencoded"), {415}),
+        ("embeddings: content type text/plain", raw(b'{"model": "nomic-embed-text", "input": "hi"}', "text/plain",
+                                                    url="/v1/embeddings"), {415}),
+        ("embeddings: unknown model", {"method": "POST", "url": "/v1/embeddings",
+                                       "json": {"model": "text-embedding-3-small", "input": "hi"}}, {404}),
+        ("embeddings: a chat model", {"method": "POST", "url": "/v1/embeddings",
+                                      "json": {"model": "qwen3:4b", "input": "hi"}}, {404}),
         ("JSON array", raw(b"[1, 2, 3]"), bad),
         ("JSON string", raw(b'"hello"'), bad),
         ("JSON null", raw(b"null"), bad),

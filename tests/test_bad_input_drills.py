@@ -44,6 +44,8 @@ def test_bad_input_corpus_gets_openai_shaped_4xx_and_the_gateway_carries_on(tmp_
                         assert "Traceback" not in resp.text
                     else:
                         openai_error(resp)
+                # Refused means refused: none of the corpus reached the engine.
+                reached = [(path, body) for path, body in backend.requests if path.startswith("/v1/")]
                 # Unknown fields are passed through (engines take extras such as top_k), never a 500.
                 extra = client.post("/v1/chat/completions", json={**CHAT, "top_k": 5, "x_vendor": {"a": 1}})
                 forwarded = backend.bodies("/v1/chat/completions")[-1]
@@ -52,6 +54,7 @@ def test_bad_input_corpus_gets_openai_shaped_4xx_and_the_gateway_carries_on(tmp_
     finally:
         images.close()
     assert not failures, "\n".join(failures)
+    assert reached == [], reached
     assert extra.status_code == 200 and forwarded["top_k"] == 5 and forwarded["x_vendor"] == {"a": 1}
     assert normal.status_code == 200 and normal.json()["choices"][0]["message"]["content"]
     assert "Traceback" not in stderr, stderr[-3000:]

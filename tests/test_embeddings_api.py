@@ -103,6 +103,6 @@ def test_unavailable_local_model_is_a_503_with_a_reason(monkeypatch: pytest.Monk
     broken = LocalEmbedder("no-such-org/no-such-model", device="cpu")
     with client_for(gateway_config([], embedding={"enabled": True, "model": "no-such-org/no-such-model"}),
                     embedder=broken) as (client, _):
-        resp = client.simulate_post("/v1/embeddings", json={"model": "x", "input": "hi"})
+        resp = client.simulate_post("/v1/embeddings", json={"model": "no-such-org/no-such-model", "input": "hi"})
     assert resp.status_code == 503
     assert "no-such-org/no-such-model" in resp.json["error"]["message"]

@@ -11,9 +11,10 @@ from gateway.errors import InvalidRequest, UpstreamError
 from gateway.middleware import read_json
 from gateway.resources.limits import InflightLimiter, RequestBudget, post_only
 from gateway.routing import Router
-from gateway.shaping import ChatShaper, validate_chat_request
+from gateway.shaping import ChatShaper
 from gateway.streaming import SSERelay
 from gateway.upstream import UpstreamResult, Upstreams
+from gateway.validation import validate_chat_request
 
 
 class ChatResource:
@@ -100,7 +101,7 @@ class _ReleasingRelay(SSERelay):
 def _rename_model(content: bytes, requested: str) -> bytes:
     """Answer with the name the client asked for, as the old gateway did (aliases stay opaque)."""
     try:
-        data = wirejson.loads(content)
+        data = wirejson.loads_lenient(content)
     except ValueError as exc:
         raise UpstreamError("The backend sent a response that is not JSON.") from exc
     if not isinstance(data, dict) or data.get("model") == requested:

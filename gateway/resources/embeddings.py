@@ -5,11 +5,10 @@ from __future__ import annotations
 import falcon
 
 from gateway import wirejson
-from gateway.embeddings import EmbeddingService
-from gateway.errors import ModelNotFound
+from gateway.embeddings import EmbeddingNames, EmbeddingService, parse_inputs
 from gateway.middleware import read_json
 from gateway.resources.limits import InflightLimiter, RequestBudget, post_only
-from gateway.routing import Route, Router
+from gateway.routing import Router
 
 
 class EmbeddingsResource:
@@ -20,7 +19,7 @@ class EmbeddingsResource:
         limiter: InflightLimiter,
         budget: RequestBudget,
     ) -> None:
-        self._router = router
+        self._names = EmbeddingNames(router, service.settings)
         self._service = service
         self._limiter = limiter
         self._budget = budget
@@ -30,17 +29,12 @@ class EmbeddingsResource:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = read_json(req, self._budget.max_body_bytes)
-        model = body.get("model") if isinstance(body, dict) else None
-        route: Route | None = None
-        if isinstance(model, str):
-            req.context.model = model
-            try:
-                route = self._router.resolve(model)
-            except ModelNotFound:
-                route = None  # the embedding section decides (the old gateway accepted any name)
+        texts = parse_inputs(body)
+        req.context.model = body["model"]
+        route = self._names.route(body["model"])
         self._limiter.acquire()
         try:
-            result = self._service.embed(body, route, self._budget.deadline())
+            result = self._service.embed(body, texts, route, self._budget.deadline())
         finally:
             self._limiter.release()
         # A batch of 64 is 24,576 floats: the json module spends about a tenth of the local
