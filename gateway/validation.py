@@ -6,8 +6,8 @@ and OpenAI's ranges, and ``data:`` image URLs (base64 that decodes to the image 
 Not checked: every other field, which goes to the engine as it came (engines take extras such as
 ``top_k``). ``null`` stands for "not given", as in OpenAI's API and the old gateway's pydantic model.
 
-Content part types, from OpenAI's chat API (``ChatCompletionContentPart*Param`` in the ``openai``
-package): a user message takes ``text``, ``image_url``, ``input_audio`` and ``file``; an assistant
+Content part types, from OpenAI's chat API (``ChatCompletion*MessageParam`` in the ``openai``
+package, 3.63): a user message takes ``text``, ``image_url``, ``input_audio`` and ``file``; an assistant
 message ``text`` and ``refusal``. Accepted and forwarded: ``text``, ``image_url``, ``input_audio``
 (Ollama's OpenAI layer and vLLM both read it) and ``refusal`` (vLLM reads it; it is what an OpenAI
 client replays of an assistant turn). Refused: ``file`` (neither engine reads it: Ollama's
@@ -27,7 +27,9 @@ from gateway.images import DATA_URL_IMAGE_TYPES, declared_image_format, image_fo
 
 # part type -> the key holding its payload
 _CONTENT_PARTS = {"text": "text", "image_url": "image_url", "input_audio": "input_audio", "refusal": "refusal"}
-# OpenAI's ranges (API reference, chat completions); vLLM checks the same ones.
+# OpenAI's ranges (openai/types/chat/completion_create_params.py). vLLM's SamplingParams._verify_args
+# (vllm/sampling_params.py) refuses the same, and a top_p of 0 besides; Ollama's OpenAI layer
+# (openai/openai.go, FromChatRequest) checks none.
 _NUMBER_RANGES = {
     "temperature": (0.0, 2.0),
     "top_p": (0.0, 1.0),
@@ -57,7 +59,9 @@ def validate_chat_request(body: Any) -> None:
             raise InvalidRequest(f"messages[{i}].content must be a string or an array of parts.",
                                  param=f"messages[{i}].content")
         for j, part in enumerate(content):
-            _check_part(part, f"messages[{i}].content[{j}]")
+            if type(part) is dict and part.get("type") == "text" and type(part.get("text")) is str:
+                continue  # the common part, checked without a call
+            _check_part(part, i, j)
     if "stream" in body:
         if body["stream"] is None:
             del body["stream"]  # not given: the model's default applies, to the engine as to the relay
@@ -83,28 +87,31 @@ def validate_chat_request(body: Any) -> None:
             raise InvalidRequest(f"'{key}' must be at least 1; got {value}.", param=key)
 
 
-def _check_part(part: Any, where: str) -> None:
+def _check_part(part: Any, i: int, j: int) -> None:
     if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+        where = f"messages[{i}].content[{j}]"
         raise InvalidRequest(f"{where} must be an object with a 'type'.", param=where)
     kind = part["type"]
     payload_key = _CONTENT_PARTS.get(kind)
     if payload_key is None:
-        raise InvalidRequest(
-            f"{where}.type {kind!r} is not supported: use one of {', '.join(sorted(_CONTENT_PARTS))}.",
-            param=f"{where}.type")
+        where = f"messages[{i}].content[{j}].type"
+        raise InvalidRequest(f"{where} {kind!r} is not supported: use one of {', '.join(sorted(_CONTENT_PARTS))}.",
+                             param=where)
     payload = part.get(payload_key)
     if kind == "image_url":
         url = image_url_of(part)
         if not isinstance(url, str):
-            raise InvalidRequest(f"{where}.image_url.url must be a string.", param=f"{where}.image_url")
+            where = f"messages[{i}].content[{j}].image_url"
+            raise InvalidRequest(f"{where}.url must be a string.", param=where)
         if url.startswith("data:"):
-            check_image_data_url(url, f"{where}.image_url")
+            check_image_data_url(url, f"messages[{i}].content[{j}].image_url")
     elif kind == "input_audio":
         if not isinstance(payload, dict) or not isinstance(payload.get("data"), str):
-            raise InvalidRequest(f"{where}.input_audio must be an object with base64 'data'.",
-                                 param=f"{where}.input_audio")
+            where = f"messages[{i}].content[{j}].input_audio"
+            raise InvalidRequest(f"{where} must be an object with base64 'data'.", param=where)
     elif not isinstance(payload, str):
-        raise InvalidRequest(f"{where}.{payload_key} must be a string.", param=f"{where}.{payload_key}")
+        where = f"messages[{i}].content[{j}].{payload_key}"
+        raise InvalidRequest(f"{where} must be a string.", param=where)
 
 
 def image_url_of(part: dict[str, Any]) -> Any:
