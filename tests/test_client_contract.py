@@ -15,6 +15,7 @@ import falcon.testing
 import pytest
 import yaml
 
+from gateway.config import ConfigError, parse_config
 from gateway.embeddings_local import EmbeddingResult
 from tests.gateway_harness import client_for, gateway_config
 from tests.image_server import PNG
@@ -335,3 +336,11 @@ def test_with_the_section_disabled_an_unknown_name_is_a_404_beside_engine_embedd
     assert "nomic-embed-text" in refused(unknown, 404)["message"]
     assert refused(section, 404)["code"] == "model_not_found"
     assert forwarded(fresh) == []
+
+
+def test_embedding_catch_all_is_off_by_default_and_must_be_a_boolean() -> None:
+    assert parse_config(gateway_config([], embedding={"enabled": True})).embedding.catch_all is False
+    assert parse_config(gateway_config([], embedding={"catch-all": True})).embedding.catch_all is True
+    with pytest.raises(ConfigError) as info:
+        parse_config(gateway_config([], embedding={"catch-all": "yes"}))
+    assert "embedding.catch-all" in str(info.value)

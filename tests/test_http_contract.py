@@ -78,6 +78,13 @@ def test_old_get_on_embeddings_is_405_with_a_hint() -> None:
         (json.dumps({"model": "qwen3:4b", "messages": USER, "stream": "yes"}).encode(), None, 400, "boolean"),
         (b"[" * 100000 + b"]" * 100000, "application/json", 400, "not valid JSON"),
         (b"--x\r\n", "multipart/form-data; boundary=x", 415, "not supported"),
+        # The strict client contract (more in test_client_contract.py).
+        (json.dumps({"model": "qwen3:4b", "messages": USER}).encode(), "text/plain", 415, "not supported"),
+        (json.dumps({"model": "qwen3:4b", "messages": USER}).encode(), "application/x-www-form-urlencoded", 415,
+         "not supported"),
+        (b'{"model": "qwen3:4b", "messages": [{"role": "user", "content": "hi"}], "temperature": NaN}',
+         "application/json", 400, "NaN"),
+        (json.dumps({"model": "qwen3:4b", "messages": USER, "max_tokens": 0}).encode(), None, 400, "max_tokens"),
     ],
 )
 def test_bad_requests_get_a_4xx_in_openai_shape(
