@@ -83,4 +83,3 @@ def _has_images(body: dict[str, Any]) -> bool:
         if isinstance(content, list) and any(p.get("type") == "image_url" for p in content):
             return True
     return False
-
