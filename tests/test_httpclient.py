@@ -20,7 +20,7 @@ class _ScriptedSocket:
     """A backend socket that records what is sent and answers with the given reads, one per call
     (an exception in them is raised instead). Waits on it end at once: its descriptor is one end of
     a pair kept readable and writable. Idle, it looks open (answers come only after a request)
-    unless ``closed_while_idle``; ``send_fails`` is raised by its sends."""
+    (``_ScriptedConnection``) unless ``closed_while_idle``; ``send_fails`` is raised by its sends."""
 
     def __init__(self, reads: Iterable[bytes | Exception], *, closed_while_idle: bool = False,
                  send_fails: Exception | None = None) -> None:
@@ -34,12 +34,6 @@ class _ScriptedSocket:
 
     def fileno(self) -> int:
         return self._ready.fileno()
-
-    def recv(self, size: int, flags: int = 0) -> bytes:
-        assert flags == socket.MSG_PEEK  # the client's check before reuse
-        if self.closed_while_idle:
-            return b""
-        raise BlockingIOError
 
     def send(self, data: bytes) -> int:
         if self.send_fails is not None:
@@ -60,11 +54,21 @@ class _ScriptedSocket:
         self._other.close()
 
 
+class _ScriptedConnection(_Connection):
+    """A connection over a scripted socket, whose descriptor is always readable so that waits end
+    at once: the check before reuse asks the script instead (the real check has its own test)."""
+
+    __slots__ = ()
+
+    def usable(self) -> bool:
+        return not self.sock.closed_while_idle  # type: ignore[attr-defined]
+
+
 def _pool_over(*reads: bytes, url: str = "http://127.0.0.1:1") -> tuple[Pool, _ScriptedSocket]:
     """A pool whose one idle connection is a scripted socket (port 1: a new connection fails)."""
     pool = Pool(url, 2)
     sock = _ScriptedSocket(reads)
-    pool.release(_Connection(sock, Pace()))  # type: ignore[arg-type]
+    pool.release(_ScriptedConnection(sock, Pace()))  # type: ignore[arg-type]
     return pool, sock
 
 
@@ -160,7 +164,7 @@ def test_an_idle_connection_the_backend_closed_is_replaced_and_the_request_still
     with StandinServer.vllm(model="m") as server:
         pool = Pool(server.url, 2)
         stale = _ScriptedSocket([])  # the first read finds the connection closed
-        pool.release(_Connection(stale, Pace()))  # type: ignore[arg-type]
+        pool.release(_ScriptedConnection(stale, Pace()))  # type: ignore[arg-type]
         try:
             body = b'{"model":"m","messages":[{"role":"user","content":"hi"}]}'
             response = pool.post("/v1/chat/completions", body, read_timeout=5, connect_timeout=1)
@@ -215,7 +219,7 @@ CHAT_BODY = b'{"model":"m","messages":[{"role":"user","content":"hi"}]}'
 
 
 def _idle(pool: Pool, sock: _ScriptedSocket, *, idle_for: float = 0.0) -> None:
-    conn = _Connection(sock, Pace())  # type: ignore[arg-type]
+    conn = _ScriptedConnection(sock, Pace())  # type: ignore[arg-type]
     pool.release(conn)
     conn.idle_since -= idle_for
 
