@@ -85,6 +85,9 @@ class ServiceSettings:
     api_key_file: str | None = None
     connect_timeout: float = 3.0
     read_timeout: float = 120.0
+    # Idle engine connections older than this are not reused: under the engines' keep-alive
+    # (uvicorn's, so vLLM's, is 5 s; gateway/httpclient.py has the sources).
+    engine_idle_seconds: float = 4.0
     request_deadline: float = 300.0
     retries: int = 1
     backoff_base: float = 0.1

@@ -46,6 +46,10 @@ class Pace:
         self.fast = True
 
 
+def _keep() -> None:
+    """Nothing to drop: the failure came before there was a connection."""
+
+
 def _ready(sock: socket.socket, *, write: bool, seconds: float) -> bool:
     """Wait up to ``seconds`` for ``sock`` to be readable (or writable)."""
     try:
@@ -58,45 +62,98 @@ def _ready(sock: socket.socket, *, write: bool, seconds: float) -> bool:
         return bool(poller.poll(max(1, math.ceil(seconds * 1000))))
 
 
+# Idle connections older than this are closed, not reused (``gateway.engine-idle-seconds``). The
+# engines close them on their side: vLLM's API server runs uvicorn with
+# ``timeout_keep_alive=envs.VLLM_HTTP_TIMEOUT_KEEP_ALIVE`` (5 s unless that variable is set), and
+# uvicorn's own default is ``timeout_keep_alive: int = 5`` (uvicorn/config.py), which closes a
+# connection 5 s after its last answer went out. Ollama serves ``&http.Server{Handler: nil}``
+# (server/routes.go): no IdleTimeout and no ReadTimeout, so Go's net/http keeps idle connections
+# until the server stops (``srvr.Close()`` on SIGINT/SIGTERM closes them all). The bound stays under
+# uvicorn's 5 s with a second to spare for a busy host; the check before reuse and the one retry on
+# a fresh connection (``Pool.post``) cover what a clock cannot: a restart, or a close we did not see.
+DEFAULT_IDLE_SECONDS = 4.0
+
+
+class _ConnectTimedOut(TimeoutError):
+    pass
+
+
+class _ConnectFailed(OSError):
+    pass
+
+
+class _SendTimedOut(TimeoutError):
+    pass
+
+
+class _SendFailed(OSError):
+    pass
+
+
+class _Stale(Exception):
+    """A reused connection the backend had already closed: nothing was answered, send it anew."""
+
+
+# The one translation of the engine client's low-level failures into the httpx exceptions the rest
+# of the gateway handles, in the spirit of httpx's ``map_httpcore_exceptions``
+# (httpx/_transports/default.py). The first matching row wins, so the most specific comes first:
+# the phase-marked errors before the plain ``TimeoutError`` (a recv's) and ``OSError`` they derive from.
+# ``FAILURE_KINDS`` names each outcome as ``upstream_failures``' reason and the ``Tried:`` text say it.
+_TRANSLATIONS: tuple[tuple[type[BaseException], type[httpx.TransportError], str], ...] = (
+    (_ConnectTimedOut, httpx.ConnectTimeout, "connect timed out"),
+    (_SendTimedOut, httpx.WriteTimeout, "the engine did not take the request in time"),
+    (TimeoutError, httpx.ReadTimeout, "the engine did not answer in time"),
+    (_ConnectFailed, httpx.ConnectError, "could not connect"),
+    (_SendFailed, httpx.WriteError, "sending the request failed"),
+    (httptools.HttpParserError, httpx.RemoteProtocolError, "malformed response"),
+    (OSError, httpx.ReadError, "reading the answer failed"),
+)
+FAILURE_KINDS: dict[type[httpx.TransportError], str] = {
+    httpx.ConnectTimeout: "connect_timeout",
+    httpx.ReadTimeout: "read_timeout",
+    httpx.WriteTimeout: "write_timeout",
+    httpx.ConnectError: "connect_error",
+    httpx.ReadError: "read_error",
+    httpx.WriteError: "write_error",
+    httpx.RemoteProtocolError: "protocol_error",
+}
+TIMEOUT_KINDS = frozenset(("connect_timeout", "read_timeout", "write_timeout"))
+
+
+def failure_kind(exc: httpx.TransportError) -> str:
+    """The short name of an engine-client failure, for metrics and the client's error message."""
+    return FAILURE_KINDS.get(type(exc), "timeout" if isinstance(exc, httpx.TimeoutException) else "transport_error")
+
+
 class _InHttpxTerms:
-    """A failed exchange leaves the connection unusable: drop it, and report the failure as the httpx
-    exception the rest of the gateway handles. A class rather than ``@contextmanager``: it wraps
-    every engine call twice, and a generator-based one costs several times as much to enter."""
+    """A failed exchange leaves the connection unusable: drop it, and raise the failure as the
+    httpx exception ``_TRANSLATIONS`` gives. A class rather than ``@contextmanager``: it wraps every
+    engine call twice, and a generator-based one costs several times as much to enter."""
 
-    __slots__ = ("_drop", "_malformed", "_os_error", "_timeout")
+    __slots__ = ("_drop", "_what")
 
-    def __init__(
-        self, drop: Callable[[], None], *, timeout: str, malformed: str, os_error: type[httpx.TransportError]
-    ) -> None:
-        self._drop, self._timeout, self._malformed, self._os_error = drop, timeout, malformed, os_error
+    def __init__(self, drop: Callable[[], None], what: str) -> None:
+        self._drop, self._what = drop, what
 
     def __enter__(self) -> None:
         return None
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, trace: object) -> None:
-        if exc is None:
+        if exc is None or isinstance(exc, _Stale):
             return
-        if isinstance(exc, TimeoutError):  # before OSError, of which it is one
-            self._drop()
-            raise httpx.ReadTimeout(self._timeout) from exc
-        if isinstance(exc, httptools.HttpParserError):
-            self._drop()
-            raise httpx.RemoteProtocolError(f"{self._malformed}: {exc}") from exc
-        if isinstance(exc, httpx.RemoteProtocolError):
-            self._drop()
-        elif isinstance(exc, OSError):
-            self._drop()
-            raise self._os_error(str(exc) or type(exc).__name__) from exc
-
-
-class _Stale(Exception):
-    """A kept-alive connection the backend had already closed: nothing was answered, try anew."""
+        self._drop()
+        if isinstance(exc, httpx.TransportError):
+            return
+        for low, high, phrase in _TRANSLATIONS:
+            if isinstance(exc, low):
+                raise high(f"{phrase} ({self._what}): {str(exc) or type(exc).__name__}") from exc
 
 
 class _Message:
     """One response as httptools reports it (its callbacks), fed from one connection."""
 
-    __slots__ = ("_headers", "complete", "headers_done", "keep_alive", "parser", "parts", "raw_headers", "status")
+    __slots__ = ("_headers", "complete", "encoding", "headers_done", "keep_alive", "parser", "parts", "raw_headers",
+                 "status")
 
     def __init__(self) -> None:
         self.parser = httptools.HttpResponseParser(self)
@@ -105,9 +162,13 @@ class _Message:
         self._headers: dict[str, str] | None = None
         self.parts: list[bytes] = []
         self.headers_done = self.complete = self.keep_alive = False
+        self.encoding: bytes | None = None
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.raw_headers.append((name, value))  # decoded only if asked for: most answers never are
+        # The request asks for identity; anything else would be passed on as bytes nobody can read.
+        if len(name) == 16 and name.lower() == b"content-encoding" and value.strip().lower() != b"identity":
+            self.encoding = value
 
     def on_headers_complete(self) -> None:
         # llhttp answers these only until the message completes.
@@ -123,6 +184,7 @@ class _Message:
     def on_message_complete(self) -> None:
         if self.status < 200:
             self.raw_headers.clear()
+            self.encoding = None
             return
         self.complete = True
         self.forget_parser()
@@ -154,20 +216,37 @@ class _Connection:
     ``HOLD_SECONDS`` if the backend has been answering that fast, then gives the turn up.
     """
 
-    __slots__ = ("buffer", "pace", "sock", "timeout", "view")
+    __slots__ = ("buffer", "idle_since", "pace", "poller", "sock", "timeout", "view")
 
     def __init__(self, sock: socket.socket, pace: Pace) -> None:
         self.sock, self.pace = sock, pace
         self.timeout = 0.0  # per wait, set for each request
+        self.idle_since = 0.0  # set when it goes back to the pool
         self.buffer = bytearray(_READ_BYTES)
         self.view = memoryview(self.buffer)
+        self.poller = select.poll()
+        self.poller.register(sock, select.POLLIN)
+
+    def usable(self) -> bool:
+        """Whether an idle connection is still open. Between answers the backend has nothing to say,
+        so anything readable is its close, a reset, or an unsolicited answer (a 408) before one: the
+        rule of httpcore's ``has_expired`` (``is_readable`` on an idle connection) and urllib3's
+        ``is_connection_dropped``. One poll() that does not wait, on a poll object made once per
+        connection: the cheapest check (a non-blocking MSG_PEEK recv costs several times as much in
+        Python, its usual answer being an exception), and the same for TLS sockets."""
+        return not self.poller.poll(0)
 
     def send(self, data: bytes) -> None:
-        if len(data) > _SEND_IN_TURN_BYTES:
-            with turns.waiting():
+        try:
+            if len(data) > _SEND_IN_TURN_BYTES:
+                with turns.waiting():
+                    self._send(data)
+            else:
                 self._send(data)
-        else:
-            self._send(data)
+        except TimeoutError as exc:
+            raise _SendTimedOut(str(exc)) from exc
+        except OSError as exc:
+            raise _SendFailed(str(exc) or type(exc).__name__) from exc
 
     def _send(self, data: bytes) -> None:
         view = memoryview(data)
@@ -216,8 +295,13 @@ class _TLSConnection(_Connection):
 
     def send(self, data: bytes) -> None:
         self.sock.settimeout(self.timeout)
-        with turns.waiting():
-            self.sock.sendall(data)
+        try:
+            with turns.waiting():
+                self.sock.sendall(data)
+        except TimeoutError as exc:
+            raise _SendTimedOut(str(exc)) from exc
+        except OSError as exc:
+            raise _SendFailed(str(exc) or type(exc).__name__) from exc
 
     def recv(self) -> int:
         with turns.waiting():
@@ -225,9 +309,10 @@ class _TLSConnection(_Connection):
 
 
 class Pool:
-    """Keep-alive connections to one base URL; at most ``size`` idle ones are kept."""
+    """Keep-alive connections to one base URL; at most ``size`` idle ones are kept, none longer than
+    ``idle_seconds``."""
 
-    def __init__(self, base_url: str, size: int) -> None:
+    def __init__(self, base_url: str, size: int, idle_seconds: float = DEFAULT_IDLE_SECONDS) -> None:
         parts = urlsplit(base_url)
         self._https = parts.scheme == "https"
         self._host = parts.hostname or "localhost"
@@ -238,43 +323,67 @@ class Pool:
         self._head = f"HTTP/1.1\r\nHost: {authority}\r\nAccept-Encoding: identity\r\n" \
                      "Content-Type: application/json\r\nContent-Length: "
         self._size = size
-        self._idle: list[_Connection] = []
+        self._idle_seconds = idle_seconds
+        self._idle: list[_Connection] = []  # in the order they came back: the newest last
         self._lock = threading.Lock()
         self.pace = Pace()
 
     def _connect(self, connect_timeout: float) -> _Connection:
-        try:
-            with turns.waiting():
-                sock = socket.create_connection((self._host, self._port), timeout=connect_timeout)
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                if self._https:
-                    context = tls.client_context()
-                    return _TLSConnection(context.wrap_socket(sock, server_hostname=self._host), self.pace)
-        except TimeoutError as exc:
-            raise httpx.ConnectTimeout(f"connect to {self._host}:{self._port} timed out") from exc
-        except OSError as exc:
-            raise httpx.ConnectError(f"{self._host}:{self._port}: {exc}") from exc
+        with _InHttpxTerms(_keep, f"connect to {self._host}:{self._port}"):
+            try:
+                with turns.waiting():
+                    sock = socket.create_connection((self._host, self._port), timeout=connect_timeout)
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    if self._https:
+                        context = tls.client_context()
+                        return _TLSConnection(context.wrap_socket(sock, server_hostname=self._host), self.pace)
+            except TimeoutError as exc:
+                raise _ConnectTimedOut(str(exc) or "timed out") from exc
+            except OSError as exc:
+                raise _ConnectFailed(str(exc) or type(exc).__name__) from exc
         sock.setblocking(False)
         return _Connection(sock, self.pace)
 
+    def _take_idle(self) -> _Connection | None:
+        """The newest idle connection fit for reuse; the ones found too old or closed are closed."""
+        while True:
+            now = time.monotonic()
+            with self._lock:
+                if not self._idle:
+                    return None
+                conn = self._idle.pop()
+                expired = None
+                if now - conn.idle_since > self._idle_seconds:
+                    expired, self._idle = self._idle, []  # the ones under it are older still
+            if expired is not None:
+                conn.close()
+                for old in expired:
+                    old.close()
+                return None
+            if conn.usable():
+                return conn
+            conn.close()
+
     def post(self, path: str, body: bytes, *, read_timeout: float, connect_timeout: float) -> Response:
         request = f"POST {self.prefix}{path} {self._head}{len(body)}\r\n\r\n".encode("latin-1") + body
-        for _ in range(2):
-            with self._lock:
-                conn = self._idle.pop() if self._idle else None
-            reused = conn is not None
-            if conn is None:
-                conn = self._connect(connect_timeout)
+        conn = self._take_idle()
+        if conn is not None:
             conn.timeout = read_timeout
             try:
-                with _InHttpxTerms(conn.close, timeout="backend did not answer in time",
-                                   malformed="malformed response", os_error=httpx.ReadError):
-                    message = self._exchange(conn, request, reused)
+                with _InHttpxTerms(conn.close, "request"):
+                    return Response(self, conn, self._exchange(conn, request, reused=True))
             except _Stale:
                 conn.close()
-                continue
-            return Response(self, conn, message)
-        raise httpx.RemoteProtocolError("backend closed the connection twice")
+            # The backend closed it as the request went out (its keep-alive ran out, or it restarted):
+            # nothing was answered, so the request goes once more, on a fresh connection and never on
+            # another idle one, which may be just as stale. A fresh connection the backend hangs up
+            # on is a real failure. Go's net/http draws the same line (shouldRetryRequest: "This
+            # was a fresh connection. There's no reason the server should've hung up on us"), and
+            # httpcore and urllib3 make the same check before reuse (``_take_idle``).
+        conn = self._connect(connect_timeout)
+        conn.timeout = read_timeout
+        with _InHttpxTerms(conn.close, "request"):
+            return Response(self, conn, self._exchange(conn, request, reused=False))
 
     @staticmethod
     def _exchange(conn: _Connection, request: bytes, reused: bool) -> _Message:
@@ -288,13 +397,14 @@ class Pool:
                         raise _Stale
                     raise httpx.RemoteProtocolError("backend closed the connection without a whole answer")
                 answered = True
-        except (BrokenPipeError, ConnectionResetError):
-            if reused and not answered:
+        except (_SendFailed, ConnectionError) as exc:
+            if reused and not answered and isinstance(exc.__cause__ or exc, ConnectionError):
                 raise _Stale from None
             raise
         return message
 
     def release(self, conn: _Connection) -> None:
+        conn.idle_since = time.monotonic()
         with self._lock:
             if len(self._idle) < self._size:
                 self._idle.append(conn)
@@ -314,6 +424,8 @@ class Response:
     def __init__(self, pool: Pool, conn: _Connection, message: _Message) -> None:
         self._pool, self._conn, self._message = pool, conn, message
         self.status_code = message.status
+        # Set when the engine sent a Content-Encoding other than identity: the body is unreadable here.
+        self.content_encoding = None if message.encoding is None else message.encoding.decode("latin-1")
         self._done = False
 
     @property
@@ -326,8 +438,7 @@ class Response:
 
     def iter_raw(self) -> Iterator[bytes]:
         message = self._message
-        with _InHttpxTerms(self.close, timeout="backend stalled mid-body", malformed="malformed response body",
-                           os_error=httpx.RemoteProtocolError):
+        with _InHttpxTerms(self.close, "response body"):
             while True:
                 if message.parts:
                     parts, message.parts = message.parts, []

@@ -104,6 +104,7 @@ SCHEMA: dict[str, Any] = {
             "api-key-file": {"type": "string", "nullable": True},
             "connect-timeout": _POSITIVE,
             "read-timeout": _POSITIVE,
+            "engine-idle-seconds": _POSITIVE,
             "request-deadline": _POSITIVE,
             "retries": {"type": "integer", "min": 0, "max": 10},
             "backoff-base": {"type": "number", "min": 0},

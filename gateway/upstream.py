@@ -23,7 +23,7 @@ from gateway.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from gateway.httpclient import Pool, Response
+from gateway.httpclient import TIMEOUT_KINDS, Pool, Response, failure_kind
 from gateway.metrics import Metrics
 from gateway.routing import Target
 
@@ -87,7 +87,8 @@ class Upstreams:
         pool = self._pools.get(base_url)
         if pool is None:
             with self._lock:
-                pool = self._pools.setdefault(base_url, Pool(base_url, self.settings.threads + 4))
+                pool = self._pools.setdefault(base_url, Pool(
+                    base_url, self.settings.threads + 4, idle_seconds=self.settings.engine_idle_seconds))
         return pool
 
     def client(self, base_url: str) -> httpx.Client:
@@ -211,12 +212,13 @@ class Upstreams:
                     read_timeout=min(self.settings.read_timeout, remaining),
                     connect_timeout=min(self.settings.connect_timeout, remaining),
                 )
-            except httpx.TimeoutException as exc:
-                kind = "connect_timeout" if isinstance(exc, httpx.ConnectTimeout) else "timeout"
-                self._fail(failures, endpoint, kind)
+            except httpx.TransportError as exc:
+                self._fail(failures, endpoint, failure_kind(exc))
                 return None
-            except httpx.TransportError:
-                self._fail(failures, endpoint, "connection_error")
+            if response.content_encoding is not None:
+                response.close()
+                failures.append(_Failure(endpoint, "content_encoding", body=response.content_encoding.encode()))
+                self.record_failure(endpoint, "content_encoding")
                 return None
             status = response.status_code
             if status < 400:
@@ -250,13 +252,9 @@ class Upstreams:
             else:
                 result = UpstreamResult(response, target, endpoint, content=response.read())
                 response.close()
-        except httpx.TimeoutException:
+        except httpx.TransportError as exc:
             response.close()
-            self._fail(failures, endpoint, "timeout")
-            return None
-        except httpx.TransportError:
-            response.close()
-            self._fail(failures, endpoint, "connection_error")
+            self._fail(failures, endpoint, failure_kind(exc))
             return None
         self.record_success(endpoint)
         return result
@@ -287,9 +285,15 @@ class Upstreams:
         name = targets[0].model.name
         kinds = {f.kind for f in failures}
         statuses = [f.status for f in failures if f.status]
-        if kinds & {"timeout", "connect_timeout"} and not statuses:
+        if "content_encoding" in kinds:
+            encoding = next(f.body for f in failures if f.kind == "content_encoding").decode("latin-1")
+            return UpstreamError(
+                f"The engine for {name!r} sent its answer with Content-Encoding {encoding!r}, an encoding the "
+                f"gateway does not decode (it asks for identity). Tried: {tried}."
+            )
+        if kinds & TIMEOUT_KINDS and not statuses:
             return UpstreamTimeout(f"No backend for {name!r} answered in time. Tried: {tried}.")
-        if statuses and all(s == 404 for s in statuses) and kinds <= {"model_missing", "connection_error"}:
+        if statuses and all(s == 404 for s in statuses) and not kinds - {"model_missing"} - _UNREACHABLE:
             return ModelNotFound(
                 f"The model {name!r} is configured but no backend has it (is it pulled?). Tried: {tried}.",
                 param="model",
@@ -303,6 +307,10 @@ class Upstreams:
                 f"The backends for {name!r} failed: {_upstream_message(last.body, last.status)} Tried: {tried}."
             )
         return UpstreamUnavailable(f"No backend for {name!r} could be reached. Tried: {tried}.")
+
+
+# Failures that say the endpoint could not be talked to at all (the others say it answered).
+_UNREACHABLE = frozenset(("connect_error", "read_error", "write_error", "protocol_error", "transport_error"))
 
 
 def _upstream_message(content: bytes, status: int) -> str:

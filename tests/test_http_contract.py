@@ -232,7 +232,7 @@ def test_metrics_count_requests_failures_and_backends(ollama_a: StandinServer, o
         gw.prober.probe_all()
         text = client.simulate_get("/metrics").text
     assert 'vilms_requests_total{route="/v1/chat/completions",status="200"} 1.0' in text
-    assert f'vilms_upstream_failures_total{{endpoint="{ollama_a.url}",reason="connection_error"}} 1.0' in text
+    assert f'vilms_upstream_failures_total{{endpoint="{ollama_a.url}",reason="connect_error"}} 1.0' in text
     assert f'vilms_backend_up{{endpoint="{ollama_b.url}",engine="ollama"}} 1.0' in text
     assert "vilms_request_duration_seconds_bucket" in text
     assert "vilms_embedding_model_loaded" not in text or "vilms_embedding_model_loaded 0.0" in text

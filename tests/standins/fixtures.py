@@ -19,7 +19,7 @@ from typing import Any
 from .common import Settings
 from .httpbase import App, Runner
 from .ollama import OllamaApp
-from .vllm import VllmApp
+from .vllm import KEEP_ALIVE_SECONDS, VllmApp
 
 
 class StandinServer:
@@ -80,8 +80,10 @@ class StandinServer:
         env: dict[str, str] | None = None,
         port: int = 0,
         start: bool = True,
+        keep_alive_seconds: float = KEEP_ALIVE_SECONDS,
     ) -> StandinServer:
-        """A vLLM stand-in serving one `model` (answering to `served_model_names` if given)."""
+        """A vLLM stand-in serving one `model` (answering to `served_model_names` if given); it closes
+        a connection idle `keep_alive_seconds` after an answer, as vLLM's uvicorn does after 5 s."""
         app = VllmApp(
             model=model,
             served_model_names=list(served_model_names) if served_model_names is not None else None,
@@ -90,6 +92,7 @@ class StandinServer:
             max_model_len=max_model_len,
             api_key=api_key,
             env=env,
+            keep_alive_seconds=keep_alive_seconds,
         )
         return cls(app, port=port, start=start)
 
@@ -106,6 +109,11 @@ class StandinServer:
 
     def close(self) -> None:
         self.stop()
+
+    @property
+    def open_connections(self) -> int:
+        """Client connections open now, idle kept-alive ones included."""
+        return self._runner.open_connections
 
     def __enter__(self) -> StandinServer:
         return self.start()

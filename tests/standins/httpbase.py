@@ -33,8 +33,12 @@ class App:
     server_header: str | None = None
     json_type = "application/json; charset=utf-8"  # gin's; FastAPI (vLLM) omits the charset
 
-    def __init__(self, name: str, settings: Settings, env: dict[str, str] | None = None) -> None:
+    def __init__(self, name: str, settings: Settings, env: dict[str, str] | None = None,
+                 keep_alive_seconds: float | None = None) -> None:
         self.name = name
+        # How long a kept-alive connection may sit idle after an answer before the server closes it;
+        # None keeps it until the server stops. Each stand-in sets its engine's real value.
+        self.keep_alive_seconds = keep_alive_seconds
         self.settings = settings
         self.env = dict(env or {})
         self.faults = FaultState()
@@ -60,6 +64,21 @@ class Handler(BaseHTTPRequestHandler):
         super().setup()
         # Small SSE chunks must leave at the pace they are written, not when Nagle decides.
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def handle(self) -> None:
+        """Requests one after another on the connection; between them, an idle one is closed after
+        the app's ``keep_alive_seconds``, as uvicorn's keep-alive timeout does (a FIN, no answer)."""
+        self.close_connection = True
+        self.handle_one_request()
+        idle = self.server.app.keep_alive_seconds
+        while not self.close_connection:
+            if idle is not None:
+                self.connection.settimeout(idle)  # parse_request lifts it once a request line came
+            self.handle_one_request()  # a timeout here: "Request timed out", close_connection set
+
+    def parse_request(self) -> bool:
+        self.connection.settimeout(None)
+        return super().parse_request()
 
     def version_string(self) -> str:
         return self.server.app.server_header or ""
@@ -315,6 +334,10 @@ class _Server(ThreadingHTTPServer):
             self._conns.discard(request)
         super().shutdown_request(request)
 
+    def open_connections(self) -> int:
+        with self._conns_lock:
+            return len(self._conns)
+
     def drop_connections(self) -> None:
         with self._conns_lock:
             conns = list(self._conns)
@@ -343,6 +366,12 @@ class Runner:
     @property
     def running(self) -> bool:
         return self._server is not None
+
+    @property
+    def open_connections(self) -> int:
+        """Client connections open now (kept-alive idle ones included); 0 when stopped."""
+        server = self._server
+        return 0 if server is None else server.open_connections()
 
     def start(self) -> None:
         if self._server is not None:

@@ -27,7 +27,10 @@ class OllamaBase(App):
         keep_alive: float = 300.0,
         env: dict[str, str] | None = None,
     ) -> None:
-        super().__init__(name, settings or Settings(embedding_dim=768), env)
+        # Ollama serves ``&http.Server{Handler: nil}`` (server/routes.go): no IdleTimeout, no
+        # ReadTimeout, so Go's net/http keeps an idle connection open until the client closes it or
+        # the server stops (``srvr.Close()`` on SIGINT/SIGTERM closes them all, as Runner.stop does).
+        super().__init__(name, settings or Settings(embedding_dim=768), env, keep_alive_seconds=None)
         self.store = ModelStore(
             models_dir, list(models or []), list(unknown if unknown is not None else ["doesnotexist"])
         )

@@ -31,6 +31,12 @@ VERSION = "0.11.0"
 ENV_PREFIXES = ("VLLM_", "HF_", "NVIDIA_", "CUDA_", "JETSON_")
 
 
+# vLLM's API server runs uvicorn with ``timeout_keep_alive=envs.VLLM_HTTP_TIMEOUT_KEEP_ALIVE``
+# (vllm/entrypoints/openai/api_server.py), 5 s unless that variable says otherwise (vllm/envs.py;
+# uvicorn's own default is 5 too): a connection idle that long after an answer is closed.
+KEEP_ALIVE_SECONDS = 5.0
+
+
 class VllmApp(App):
     kind = "vllm"
     server_header = "uvicorn"
@@ -45,8 +51,9 @@ class VllmApp(App):
         max_model_len: int = 4096,
         api_key: str | None = None,
         env: dict[str, str] | None = None,
+        keep_alive_seconds: float = KEEP_ALIVE_SECONDS,
     ) -> None:
-        super().__init__(name, settings or Settings(embedding_dim=1024), env)
+        super().__init__(name, settings or Settings(embedding_dim=1024), env, keep_alive_seconds)
         self.model = model
         self.served = list(served_model_names or [model])
         self.max_model_len = max_model_len
@@ -314,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         max_model_len=args.max_model_len,
         api_key=args.api_key,
         env=report_env(os.environ, ENV_PREFIXES),
+        keep_alive_seconds=float(os.environ.get("VLLM_HTTP_TIMEOUT_KEEP_ALIVE") or KEEP_ALIVE_SECONDS),
     )
     serve_until_signal(app, args.host, args.port, verbose=not args.quiet)
     return 0
