@@ -195,5 +195,5 @@ def test_a_host_name_whose_answer_lands_on_the_box_is_refused_where_the_socket_i
     backend = AllowedNetworksBackend(())
     assert backend.allowed_address("camera.example", 80) == "192.168.7.7"
     answers.pop()
-    with pytest.raises(AddressNotAllowed, match="camera.example resolves to 127.0.0.1"):
+    with pytest.raises(AddressNotAllowed, match=r"camera\.example resolves to 127\.0\.0\.1"):
         backend.allowed_address("camera.example", 80)
