@@ -27,8 +27,8 @@ PROFILES: dict[str, dict[str, Any]] = {
     "jetson": {},
     "jetson-cuda-embeddings": {"gateway_embedding_enabled": True, "gateway_embedding_device": "cuda"},
 }
-_PLAY = [{"name": "Render the unit", "hosts": "all", "gather_facts": False,
-          "tasks": [{"name": "Render", "ansible.builtin.include_role": {"name": "gateway", "tasks_from": "service.yml"}}]}]
+_RENDER = {"name": "Render", "ansible.builtin.include_role": {"name": "gateway", "tasks_from": "service.yml"}}
+_PLAY = [{"name": "Render the unit", "hosts": "all", "gather_facts": False, "tasks": [_RENDER]}]
 
 
 def render_unit(tmp_path: Path, profile: str) -> str:
