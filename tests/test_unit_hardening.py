@@ -80,7 +80,9 @@ def test_the_unit_keeps_the_directives_that_confine_it(unit: tuple[str, Path]) -
     lines = path.read_text().splitlines()
     # Jetson's GPU nodes belong to group video, which a user namespace would not map.
     users = "PrivateUsers=no" if profile == "jetson-cuda-embeddings" else "PrivateUsers=yes"
-    for directive in ("ProtectProc=invisible", "ProcSubset=pid", users, "RemoveIPC=yes",
+    # The CUDA driver reads /proc/driver/nvidia.
+    proc = "ProcSubset=all" if profile.endswith("cuda-embeddings") else "ProcSubset=pid"
+    for directive in ("ProtectProc=invisible", proc, users, "RemoveIPC=yes",
                       "DevicePolicy=closed", "IPAddressDeny=any", "UMask=0077", "SystemCallFilter=@system-service",
                       "SystemCallArchitectures=native", "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX"):
         assert directive in lines, f"{profile}: {directive} missing"
