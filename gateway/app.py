@@ -6,12 +6,12 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TextIO
 
 import falcon
 
 from gateway.accesslog import AccessLog
+from gateway.apikeys import ApiKeys
 from gateway.config import Config
 from gateway.embeddings import Embedder, EmbeddingService
 from gateway.errors import (
@@ -81,6 +81,12 @@ class Gateway:
         )
         self.fetcher = ImageFetcher(config, transport=image_transport)
         self.limiter = InflightLimiter(service.inflight_limit)
+        self.api_keys = ApiKeys(service, clock=clock)
+        if not self.api_keys.enabled:
+            log.warning(
+                "authentication is OFF: no gateway.api-keys or gateway.api-key-file in %s, so anyone who "
+                "reaches %s:%d can use every model. Set API keys (inventory: vault_gateway_api_keys).",
+                config.source, service.host, service.port)
         self.app = self._build_app(clock)
 
     def _build_app(self, clock: Callable[[], float]) -> falcon.App[Any, Any]:
@@ -88,7 +94,7 @@ class Gateway:
         middleware: list[Any] = [
             RequestIdMiddleware(),
             AccessLogMiddleware(self.metrics, self.access_log),
-            AuthMiddleware(_api_keys(self.config)),
+            AuthMiddleware(self.api_keys),
             BodyLimitMiddleware(service.max_body_bytes),
             JsonBodyMiddleware(),
         ]
@@ -98,7 +104,7 @@ class Gateway:
         health = HealthResource()
         app.add_route("/health", health)
         app.add_route("/health_check", health)
-        app.add_route("/health/ready", ReadyResource(self.prober))
+        app.add_route("/health/ready", ReadyResource(self.prober, auth=self.api_keys.enabled))
         app.add_route("/metrics", MetricsResource(self.metrics))
         app.add_route("/v1/models", ModelsResource(self.router))
         app.add_route("/v1/models/{model_id:path}", ModelResource(self.router))
@@ -138,14 +144,6 @@ def _local_embedder(config: Config) -> Embedder:
     return LocalEmbedder(
         emb.model, device=emb.device, batch_size=emb.batch_size, idle_unload_seconds=emb.idle_unload_seconds
     )
-
-
-def _api_keys(config: Config) -> tuple[str, ...]:
-    keys = list(config.service.api_keys)
-    if config.service.api_key_file:
-        text = Path(config.service.api_key_file).read_text(encoding="utf-8")
-        keys += [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
-    return tuple(keys)
 
 
 def _render(resp: falcon.Response, error: GatewayError) -> None:

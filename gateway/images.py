@@ -1,5 +1,6 @@
 """Remote images fetched for backends that take only inline base64 data (Ollama), bounded in size
-and time, and optionally only from the networks the operator lists in ``gateway.image-fetch-networks``."""
+and time, never from the box itself (loopback, link-local, unspecified, multicast addresses) and, when
+the operator lists them in ``gateway.image-fetch-networks``, only from those networks."""
 
 from __future__ import annotations
 
@@ -27,6 +28,16 @@ _IMAGE_MAGIC = (
 )
 
 
+# Where a client-given URL must never lead by default: the box's own services (the engines' ports are
+# published on loopback only), cloud metadata (169.254.169.254) and other link-local hosts, the
+# unspecified address (Linux connects 0.0.0.0 to the box itself) and multicast. Private LAN ranges
+# stay open: cameras live there. An explicit allow-list replaces this list.
+REFUSED_BY_DEFAULT: tuple[Network, ...] = tuple(ipaddress.ip_network(net) for net in (
+    "127.0.0.0/8", "0.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "255.255.255.255/32",
+    "::1/128", "::/128", "fe80::/10", "ff00::/8",
+))
+
+
 class AddressNotAllowed(Exception):
     """A fetch (or one of its redirects) would connect outside the allowed networks."""
 
@@ -35,7 +46,7 @@ class AddressNotAllowed(Exception):
 
 
 class AllowedNetworksBackend(httpcore.SyncBackend):
-    """Connects only to addresses inside ``networks``.
+    """Connects only to addresses inside ``networks`` or, without any, to none in ``REFUSED_BY_DEFAULT``.
 
     The check happens where the socket is opened, on the very address it is opened to, so neither a
     redirect nor a DNS answer that changes between a check and the connect can reach another host.
@@ -71,17 +82,18 @@ class AllowedNetworksBackend(httpcore.SyncBackend):
         ip = ipaddress.ip_address(address.split("%", 1)[0])
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped
+        if not self._networks:
+            return not any(ip in net for net in REFUSED_BY_DEFAULT)
         return any(ip in net for net in self._networks)  # an address is never in the other version's network
 
 
 def _transport(networks: tuple[Network, ...]) -> httpx.HTTPTransport:
     transport = httpx.HTTPTransport(verify=tls.client_context(), trust_env=False)
-    if networks:
-        # httpx has no public hook for the network backend; its pool is the one place to put it.
-        transport._pool = httpcore.ConnectionPool(
-            ssl_context=tls.client_context(),
-            network_backend=AllowedNetworksBackend(networks),
-        )
+    # httpx has no public hook for the network backend; its pool is the one place to put it.
+    transport._pool = httpcore.ConnectionPool(
+        ssl_context=tls.client_context(),
+        network_backend=AllowedNetworksBackend(networks),
+    )
     return transport
 
 
@@ -126,7 +138,9 @@ class ImageFetcher:
                 content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
         except AddressNotAllowed as exc:
             raise ImageUnavailable(f"Image {url!r} was not fetched: {exc}, outside the networks this gateway "
-                                   "fetches images from (gateway.image-fetch-networks).", param=param) from exc
+                                   "fetches images from (gateway.image-fetch-networks; without it, never "
+                                   "loopback, link-local, unspecified or multicast addresses).",
+                                   param=param) from exc
         except httpx.HTTPError as exc:
             raise ImageUnavailable(f"Image {url!r} could not be fetched: {type(exc).__name__}.",
                                    param=param) from exc

@@ -12,6 +12,7 @@ import falcon
 
 from gateway import wirejson
 from gateway.accesslog import AccessLog
+from gateway.apikeys import ApiKeys
 from gateway.errors import AuthenticationFailed, InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 
 OPEN_PATHS = frozenset({"/health", "/health_check", "/health/ready"})
@@ -33,11 +34,12 @@ class RequestIdMiddleware:
 class AuthMiddleware:
     """Bearer API keys, compared in constant time. Health endpoints stay open for probes."""
 
-    def __init__(self, keys: tuple[str, ...]) -> None:
-        self._keys = tuple(k.encode() for k in keys)
+    def __init__(self, keys: ApiKeys) -> None:
+        self._api_keys = keys
+        self._enabled = keys.enabled
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        if not self._keys or req.path in OPEN_PATHS:
+        if not self._enabled or req.path in OPEN_PATHS:
             return
         header = req.get_header("Authorization") or ""
         scheme, _, token = header.partition(" ")
@@ -46,7 +48,7 @@ class AuthMiddleware:
         presented = token.strip().encode()
         # Compare against every key so the time taken does not reveal which prefix matched.
         matched = False
-        for key in self._keys:
+        for key in self._api_keys.current():
             matched |= hmac.compare_digest(presented, key)
         if not matched:
             raise AuthenticationFailed("Incorrect API key provided.")

@@ -21,8 +21,6 @@ class ChatShaper:
     def __init__(self, config: Config, fetcher: ImageFetcher) -> None:
         self._default_max_frames = config.default_max_frames
         self._fetcher = fetcher
-        # With an allow-list, vLLM must not fetch on its own: the gateway fetches (and checks) for every engine.
-        self._inline_for_every_engine = bool(config.service.image_fetch_networks)
 
     def builder(self, request: dict[str, Any]) -> Callable[[Target], bytes]:
         inlined: dict[str, str] = {}
@@ -66,8 +64,8 @@ class ChatShaper:
         if not url.startswith(("http://", "https://")):
             raise ImageUnavailable(f"Unsupported image URL scheme in {url[:40]!r}: use http(s) or data URLs.",
                                    param=param)
-        if engine != "ollama" and not self._inline_for_every_engine:
-            return part  # vLLM fetches remote images itself
+        # vLLM too gets images inline: it would fetch a URL from anywhere, the box's loopback and cloud
+        # metadata included; the gateway fetches only where gateway.image-fetch-networks lets it.
         if url not in inlined:
             inlined[url] = self._fetcher.to_data_url(url, param)
         detail = part.get("image_url", {}).get("detail") if isinstance(part.get("image_url"), dict) else None

@@ -22,6 +22,7 @@ from functools import partial
 
 import openai
 from openai import OpenAI
+from openai.types.chat import ChatCompletion
 
 
 class Checks:
@@ -113,6 +114,30 @@ def check_embeddings(client: OpenAI, model: str) -> str:
     return f"{len(vectors[0])} dimensions, similar={near:.3f} unrelated={far:.3f}"
 
 
+def _vision_request(client: OpenAI, model: str, image_url: str) -> ChatCompletion:
+    return client.chat.completions.create(model=model, max_tokens=64, messages=[{"role": "user", "content": [
+        {"type": "text", "text": "What is in this picture?"},
+        {"type": "image_url", "image_url": {"url": image_url}}]}])
+
+
+def check_image_fetch(client: OpenAI, model: str, image_url: str) -> str:
+    reply = _vision_request(client, model, image_url)
+    text = reply.choices[0].message.content or ""
+    # The stand-in engine counts the images it received inline; a real VLM describes it.
+    expect(bool(text.strip()), f"empty answer: {reply!r}")
+    return f"answer={text[:80]!r}"
+
+
+def check_image_refused(client: OpenAI, model: str, image_url: str) -> str:
+    try:
+        _vision_request(client, model, image_url)
+    except openai.BadRequestError as exc:
+        code = (exc.body or {}).get("code") if isinstance(exc.body, dict) else None
+        expect(code == "invalid_image", f"400, but code {code!r}: {exc}")
+        return "400 invalid_image as expected"
+    raise AssertionError(f"the gateway fetched {image_url}, an address on the box itself")
+
+
 def check_unknown_model(client: OpenAI) -> str:
     try:
         client.chat.completions.create(
@@ -142,6 +167,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--expect-model", action="append", default=[], help="a model id /v1/models must list")
     parser.add_argument("--embedding-model", default="", help="embedding model name or alias (empty: skip)")
+    parser.add_argument("--vision-model", default="VLM", help="model for the image checks")
+    parser.add_argument("--image-url", default="", help="an image the gateway must fetch (empty: skip)")
+    parser.add_argument("--refused-image-url", default="", help="an image on the box the gateway must refuse")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
     return parser.parse_args(argv)
 
@@ -159,6 +187,11 @@ def main(argv: list[str]) -> int:
         checks.run(f"streamed chat completion ({model})", partial(check_stream, client, model))
     if args.embedding_model:
         checks.run("embeddings", lambda: check_embeddings(client, args.embedding_model))
+    if args.image_url:
+        checks.run("image fetch", lambda: check_image_fetch(client, args.vision_model, args.image_url))
+    if args.refused_image_url:
+        checks.run("image on the box refused",
+                   lambda: check_image_refused(client, args.vision_model, args.refused_image_url))
     checks.run("unknown model is 404", lambda: check_unknown_model(client))
     if args.api_key:
         checks.run("wrong API key is 401", lambda: check_bad_key(url))

@@ -19,6 +19,11 @@ ROUTES: dict[str, tuple[str, bytes]] = {
 }
 
 
+# The gateway never fetches from the box's own loopback unless told to: a test serving images from
+# this loopback server opts in, as an operator would, with this gateway section.
+LOOPBACK_IMAGES: dict[str, Any] = {"image-fetch-networks": ["127.0.0.0/8"]}
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
@@ -48,18 +53,18 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class _Server(ThreadingHTTPServer):
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+    def __init__(self, host: str) -> None:
+        super().__init__((host, 0), _Handler)
         self.hits: list[str] = []
 
 
 class ImageServer:
     """``/redirect?to=URL`` answers 302 to URL; ``hits`` lists every path asked for."""
 
-    def __init__(self) -> None:
-        self._server = _Server()
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self._server = _Server(host)
         self.hits = self._server.hits
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self.url = f"http://{host}:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
 

@@ -14,7 +14,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def ansible_playbook(tmp_path: Path, playbook: Path, inventory: dict[str, Any], variables: dict[str, Any],
-                     env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+                     env: dict[str, str] | None = None, options: tuple[str, ...] = ()
+                     ) -> subprocess.CompletedProcess[str]:
     """``inventory`` names its hosts; each gets ``ansible_connection: local`` and this interpreter."""
     hosts = tmp_path / "hosts.yml"
     hosts.write_text(yaml.safe_dump(inventory))
@@ -23,7 +24,7 @@ def ansible_playbook(tmp_path: Path, playbook: Path, inventory: dict[str, Any], 
         "ansible_connection": "local", "ansible_python_interpreter": sys.executable, **variables}))
     bin_dir = Path(sys.executable).parent
     return subprocess.run(
-        [str(bin_dir / "ansible-playbook"), "-i", str(hosts), "-e", f"@{variables_file}", str(playbook)],
+        [str(bin_dir / "ansible-playbook"), "-i", str(hosts), "-e", f"@{variables_file}", *options, str(playbook)],
         cwd=REPO, capture_output=True, text=True, timeout=300,
         env={"PATH": f"{bin_dir}:/usr/bin:/bin", "ANSIBLE_NOCOLOR": "1", "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
              "HOME": str(tmp_path), **(env or {})},

@@ -14,7 +14,7 @@ import pytest
 
 from tests.bad_inputs import PROTOCOL_GARBAGE, bad_inputs
 from tests.gateway_harness import gateway_config
-from tests.image_server import ImageServer
+from tests.image_server import LOOPBACK_IMAGES, ImageServer
 from tests.served_gateway import free_port, openai_error, serve
 from tests.standins.fixtures import StandinServer
 
@@ -32,7 +32,7 @@ def test_bad_input_corpus_gets_openai_shaped_4xx_and_the_gateway_carries_on(tmp_
     try:
         with StandinServer.ollama(models=["qwen3:4b", "qwen2.5vl:3b", "nomic-embed-text"], name="ok") as backend:
             doc = gateway_config(models, ollama=[backend.url], gateway={"max-body-bytes": 2_000_000,
-                                                                        "image-fetch-timeout": 2})
+                                                                        "image-fetch-timeout": 2, **LOOPBACK_IMAGES})
             with serve(doc, tmp_path) as gw, httpx.Client(base_url=gw.url, timeout=15) as client:
                 failures = []
                 for what, request, expected in bad_inputs(images.url, f"http://127.0.0.1:{free_port()}",

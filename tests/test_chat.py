@@ -8,7 +8,7 @@ import json
 import pytest
 
 from tests.gateway_harness import client_for, gateway_config
-from tests.image_server import PNG, ImageServer, vision_message
+from tests.image_server import LOOPBACK_IMAGES, PNG, ImageServer, vision_message
 from tests.standins.fixtures import StandinServer
 
 USER = [{"role": "user", "content": "hello there"}]
@@ -67,7 +67,8 @@ def test_default_max_frames_applies_when_the_model_sets_none(ollama_a: StandinSe
 
 
 def test_remote_images_are_inlined_as_base64_for_ollama(ollama_a: StandinServer, images: ImageServer) -> None:
-    with client_for(gateway_config([{"name": "qwen2.5vl:3b", "type": "vlm"}], ollama=[ollama_a.url])) as (client, _):
+    doc = gateway_config([{"name": "qwen2.5vl:3b", "type": "vlm"}], ollama=[ollama_a.url], gateway=LOOPBACK_IMAGES)
+    with client_for(doc) as (client, _):
         resp = client.simulate_post("/v1/chat/completions", json={
             "model": "qwen2.5vl:3b", "messages": vision_message([images.url + "/cat.png", images.url + "/untyped"])})
     assert resp.status_code == 200, resp.text
@@ -84,7 +85,7 @@ def test_images_that_cannot_be_had_are_a_clear_400(
     ollama_a: StandinServer, images: ImageServer, path: str, needle: str
 ) -> None:
     doc = gateway_config([{"name": "qwen2.5vl:3b", "type": "vlm"}], ollama=[ollama_a.url],
-                         gateway={"image-max-bytes": 32 * 1024})
+                         gateway={"image-max-bytes": 32 * 1024, **LOOPBACK_IMAGES})
     with client_for(doc) as (client, _):
         resp = client.simulate_post("/v1/chat/completions",
                                     json={"model": "qwen2.5vl:3b", "messages": vision_message([images.url + path])})
@@ -99,7 +100,8 @@ def test_unreachable_image_host_is_a_400_not_a_hang(ollama_a: StandinServer) -> 
     dead = StandinServer.ollama(name="dead")
     url = dead.url + "/cat.png"
     dead.close()
-    with client_for(gateway_config([{"name": "qwen2.5vl:3b", "type": "vlm"}], ollama=[ollama_a.url])) as (client, _):
+    doc = gateway_config([{"name": "qwen2.5vl:3b", "type": "vlm"}], ollama=[ollama_a.url], gateway=LOOPBACK_IMAGES)
+    with client_for(doc) as (client, _):
         resp = client.simulate_post("/v1/chat/completions",
                                     json={"model": "qwen2.5vl:3b", "messages": vision_message([url])})
     assert resp.status_code == 400
@@ -115,15 +117,18 @@ def test_invalid_base64_image_is_rejected_before_any_backend(ollama_a: StandinSe
     assert ollama_a.bodies("/v1/chat/completions") == []
 
 
-def test_vllm_receives_remote_image_urls_untouched(vllm_qwen: StandinServer, images: ImageServer) -> None:
-    doc = gateway_config([{"name": "Qwen/Qwen3-4B", "engine": "vllm"}], vllm=[vllm_qwen.url])
+def test_vllm_receives_remote_images_inline_so_it_never_fetches_on_its_own(
+    vllm_qwen: StandinServer, images: ImageServer
+) -> None:
+    doc = gateway_config([{"name": "Qwen/Qwen3-4B", "engine": "vllm"}], vllm=[vllm_qwen.url], gateway=LOOPBACK_IMAGES)
     url = images.url + "/cat.png"
     with client_for(doc) as (client, _):
         resp = client.simulate_post("/v1/chat/completions",
                                     json={"model": "Qwen/Qwen3-4B", "messages": vision_message([url])})
     assert resp.status_code == 200, resp.text
     sent = vllm_qwen.bodies("/v1/chat/completions")[0]
-    assert sent["messages"][0]["content"][1]["image_url"]["url"] == url
+    assert sent["messages"][0]["content"][1]["image_url"]["url"] == "data:image/png;base64," + base64.b64encode(
+        PNG).decode()
 
 
 def test_streamed_chat_relays_every_event_and_usage(ollama_a: StandinServer) -> None:

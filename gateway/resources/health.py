@@ -21,11 +21,15 @@ class HealthResource:
 
 
 class ReadyResource:
-    def __init__(self, prober: BackendProber) -> None:
+    """Readiness from the probes, plus ``auth``: "off" tells a monitor this box serves anyone."""
+
+    def __init__(self, prober: BackendProber, *, auth: bool) -> None:
         self._prober = prober
+        self._auth = "on" if auth else "off"
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         ready, body = self._prober.report()
+        body["auth"] = self._auth
         resp.status = falcon.HTTP_200 if ready else falcon.HTTP_503
         resp.data = json.dumps(body).encode()
         resp.content_type = falcon.MEDIA_JSON

@@ -3,6 +3,7 @@ Docker test host (the Molecule ``cpu`` host: created and prepared by Molecule, c
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -14,6 +15,10 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 HOST = "vilms-cpu"
+# Secrets given to the run as a vault would give them; none may appear in any output.
+API_KEY = "sk-runner-secret-4b1d8e0c9a7f"
+HF_TOKEN = "hf_runnerSecretToken7d3e9b1c"
+SECRETS = (API_KEY, HF_TOKEN)
 pytestmark = pytest.mark.testbed
 
 
@@ -56,11 +61,20 @@ def _private_data_dir(tmp: Path) -> Path:
     host_vars = scenario["all"]["children"]["edge"]["children"]["cpu"]["hosts"][HOST]
     host_vars = {**host_vars, "ansible_connection": "community.docker.docker",
                  "gateway_wheelhouse": str(tmp / "wheelhouse")}
+    # The keys come from the vault variable, as in a real inventory, not from the scenario's test key.
+    host_vars.pop("gateway_api_keys", None)
     hosts = {"all": {"children": {"edge": {"children": {"cpu": {"hosts": {HOST: host_vars}}}}}}}
     (inventory / "hosts.yml").write_text(yaml.safe_dump(hosts))
     (inventory / "group_vars").symlink_to(REPO / "inventory" / "group_vars")
     (inventory / "host_vars").symlink_to(REPO / "inventory" / "host_vars")
+    (tmp / "env").mkdir()
+    (tmp / "env" / "extravars").write_text(yaml.safe_dump(
+        {"vault_gateway_api_keys": [API_KEY], "vault_vllm_hf_token": HF_TOKEN}))
     return tmp
+
+
+def _on_host(host: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["docker", "exec", host, *argv], capture_output=True, text=True, timeout=60)
 
 
 def _run(private_dir: Path):  # type: ignore[no-untyped-def]
@@ -75,6 +89,7 @@ def _run(private_dir: Path):  # type: ignore[no-untyped-def]
             "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
             "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
             "PATH": f"{REPO / '.venv' / 'bin'}:{os.environ.get('PATH', '')}",
+            "HF_TOKEN": HF_TOKEN,
         },
         quiet=True,
     )
@@ -93,6 +108,20 @@ def test_site_converges_then_reports_no_change(test_host: str, tmp_path: Path) -
     # The events show what a user cares about: the gateway came up ready and lists its models.
     passed = {e["event_data"].get("task") for e in first.events if e["event"] == "runner_on_ok"}
     assert {"Wait until the gateway is ready", "List the models through the gateway"} <= passed
+
+    # No secret leaves the box: not in any event, not in the gateway's journal or access log (its
+    # stdout goes to the journal), after a request made with the key.
+    leaked = [f"{e['event']} {e['event_data'].get('task')}" for e in first.events
+              if any(secret in json.dumps(e) for secret in SECRETS)]
+    assert leaked == [], leaked
+    asked = _on_host(test_host, "curl", "-sf", "-H", f"Authorization: Bearer {API_KEY}",
+                     "http://127.0.0.1:8989/v1/models")
+    assert asked.returncode == 0, asked.stderr
+    journal = _on_host(test_host, "journalctl", "-u", "vilms-gateway", "--no-pager", "-o", "cat")
+    assert '"path":"/v1/models"' in journal.stdout.replace(" ", ""), journal.stdout[-2000:]
+    assert not [secret for secret in SECRETS if secret in journal.stdout]
+    stored = _on_host(test_host, "grep", "-rlF", "-e", API_KEY, "-e", HF_TOKEN, "/var/log", "/var/lib/vilms")
+    assert stored.stdout == "", f"a secret is stored in {stored.stdout}"
 
     second = _run(private_dir)
     assert second.status == "successful", second.stdout.read()[-4000:]
