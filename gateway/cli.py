@@ -11,6 +11,7 @@ from pathlib import Path
 
 from gateway import __version__
 from gateway.config import Config, ConfigError, load_config
+from gateway.keys import KeysUnavailable
 
 EXIT_INVALID = 2
 
@@ -85,7 +86,7 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
     service = config.service
     try:
         gateway = Gateway(config)
-    except OSError as exc:  # an unreadable API key file, for one
+    except (OSError, KeysUnavailable) as exc:  # an unreadable API key file, for one
         print(f"cannot start: {exc}", file=sys.stderr)
         return EXIT_INVALID
     serve(gateway, host=args.host or service.host, port=args.port or service.port,

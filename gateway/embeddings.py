@@ -127,13 +127,14 @@ class EmbeddingService:
     def local_loaded(self) -> bool:
         return self._local is not None and self._local.loaded
 
-    def embed(self, body: dict[str, Any], texts: list[str], route: Route | None, deadline: float) -> dict[str, Any]:
+    def embed(self, body: dict[str, Any], texts: list[str], route: Route | None, deadline: float,
+              *, forwarded: bool = False) -> dict[str, Any]:
         """``route``: an engine model of type embedding (from :class:`EmbeddingNames`), or None for
-        the embedding section."""
+        the embedding section. ``forwarded``: another gateway sent it (answered by this box only)."""
         encoding = body.get("encoding_format", "float")
         requested = body["model"]
         if route is not None:
-            return self._via_engine(body, texts, route, deadline, encoding, requested)
+            return self._via_engine(body, texts, route, deadline, encoding, requested, forwarded)
         if not self.settings.enabled:
             raise EmbeddingsDisabled("Embedding is disabled in config (embedding.enabled is false).",
                                      param="model")
@@ -149,13 +150,14 @@ class EmbeddingService:
         return response_body(result.vectors, requested, result.prompt_tokens, encoding)
 
     def _via_engine(
-        self, body: dict[str, Any], texts: list[str], route: Route, deadline: float, encoding: str, requested: str
+        self, body: dict[str, Any], texts: list[str], route: Route, deadline: float, encoding: str, requested: str,
+        forwarded: bool = False,
     ) -> dict[str, Any]:
         def build(target: Any) -> bytes:
             # Always ask for floats: not every engine version speaks base64, and we re-encode anyway.
-            return wirejson.dumps({**body, "model": target.model.name, "input": texts, "encoding_format": "float"})
+            return wirejson.dumps({**body, "model": target.model.wire_name, "input": texts, "encoding_format": "float"})
 
-        result = self._upstreams.call(route.targets, "/v1/embeddings", build, deadline=deadline)
+        result = self._upstreams.call(route.targets, "/v1/embeddings", build, deadline=deadline, forwarded=forwarded)
         return self._reshape(result.content, requested, encoding)
 
     def _via_remote(self, texts: list[str], encoding: str, requested: str) -> dict[str, Any]:

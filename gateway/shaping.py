@@ -29,7 +29,7 @@ class ChatShaper:
 
         def build(target: Target) -> bytes:
             model = target.model
-            body = {**model.params, **request, "model": model.name}
+            body = {**model.params, **request, "model": model.wire_name}
             limit = model.max_frames or self._default_max_frames
             if _has_images(body):
                 body["messages"] = self._shape_messages(body["messages"], limit, target.engine, inlined)
@@ -66,8 +66,10 @@ class ChatShaper:
         if not url.startswith(("http://", "https://")):
             raise ImageUnavailable(f"Unsupported image URL scheme in {url[:40]!r}: use http(s) or data URLs.",
                                    param=param)
-        if engine != "ollama" and not self._inline_for_every_engine:
-            return part  # vLLM fetches remote images itself
+        if engine == "openai" or (engine != "ollama" and not self._inline_for_every_engine):
+            # vLLM fetches remote images itself; a service beyond the box is sent the URL as the
+            # client gave it (it fetches from where it is, and inlining would send the box's view).
+            return part
         if url not in inlined:
             inlined[url] = self._fetcher.to_data_url(url, param)
         detail = part.get("image_url", {}).get("detail") if isinstance(part.get("image_url"), dict) else None
