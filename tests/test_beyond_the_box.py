@@ -113,6 +113,15 @@ def test_every_key_out_is_an_error_that_names_no_key(cloud: StandinServer) -> No
     assert_no_full_key(resp.text, again.text, log.getvalue())
 
 
+def test_a_relayed_service_error_never_carries_a_key(cloud: StandinServer) -> None:
+    cloud.app.keys[GOOD] = "quoted"
+    with client_for(gateway_config([cloud_model(cloud, keys=(GOOD,))])) as (client, _):
+        resp = client.simulate_post("/v1/chat/completions", json={"model": "CLOUD", "messages": USER})
+    assert resp.status_code == 400
+    assert "made with key ...CCCC, is not valid" in resp.json["error"]["message"]
+    assert_no_full_key(resp.text)
+
+
 def test_key_refused_stays_out_for_key_cooldown(cloud: StandinServer) -> None:
     models = [cloud_model(cloud, keys=(REVOKED, GOOD), **{"key-cooldown": 7200})]
     log = io.StringIO()
@@ -201,7 +210,8 @@ def test_images_go_to_the_service_as_the_client_sent_them(cloud: StandinServer) 
                {"type": "image_url", "image_url": {"url": remote}},
                {"type": "image_url", "image_url": {"url": inline}}]
     models = [cloud_model(cloud, keys=(GOOD,))]
-    with client_for(gateway_config(models)) as (client, _):
+    # With an allow-list the gateway fetches images for local engines itself: not for a service.
+    with client_for(gateway_config(models, gateway={"image-fetch-networks": ["127.0.0.0/8"]})) as (client, _):
         resp = client.simulate_post("/v1/chat/completions", json={
             "model": "CLOUD", "messages": [{"role": "user", "content": content}]})
     assert resp.status_code == 200

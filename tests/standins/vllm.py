@@ -56,7 +56,8 @@ class VllmApp(App):
         prefix: str = "",
     ) -> None:
         super().__init__(name, settings or Settings(embedding_dim=1024), env, keep_alive_seconds)
-        # A cloud service's keys: key -> "ok", "revoked" (401) or "limited" (429 with Retry-After).
+        # A cloud service's keys: key -> "ok", "revoked" (401), "limited" (429 with Retry-After), or
+        # "quoted" (a 400 whose message quotes the key: no service is known to, a gateway must not relay it).
         self.keys = keys
         # Where the API lives instead of /v1 (e.g. "/v1beta/openai", as Gemini's OpenAI layer has it).
         self.prefix = prefix
@@ -94,6 +95,9 @@ class VllmApp(App):
         state = self.keys.get(token) if scheme == "Bearer" else None
         if state == "ok":
             return False
+        if state == "quoted":
+            self.send_error(h, 400, f"This request, made with key {token}, is not valid.", "")
+            return True
         if state == "limited":
             h.send_json(429, {"error": {"message": "Rate limit reached for requests", "type": "requests",
                                         "param": None, "code": "rate_limit_exceeded"}}, {"Retry-After": "30"})
