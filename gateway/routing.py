@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 from gateway.config import Config, ModelEntry, expand_url, normalize_base_url, remote_base_url
-from gateway.keys import KeysUnavailable, load_keys
 from gateway.errors import ModelNotFound
+from gateway.keys import KeysUnavailable, load_keys
 
 # The old gateway retried between the loopback name and the compose service name of each engine.
 _ALTERNATE_HOST = {"ollama": ("vilms-ollama", 11434), "vllm": ("vilms-vllm", 8000)}

@@ -71,7 +71,7 @@ def test_refused_and_rate_limited_keys_fail_over_within_the_request(
     ollama_a.stop()
     log = io.StringIO()
     config = doc(ollama_a, cloud)
-    with client_for(config, access_stream=log) as (client, gw):
+    with client_for(config, access_stream=log) as (client, _):
         first = client.simulate_post("/v1/chat/completions", json={"model": "qwen3:4b", "messages": USER})
         second = client.simulate_post("/v1/chat/completions", json={"model": "qwen3:4b", "messages": USER})
         metrics = client.simulate_get("/metrics").text
@@ -126,7 +126,8 @@ def test_key_refused_stays_out_for_key_cooldown(cloud: StandinServer) -> None:
     models = [cloud_model(cloud, keys=(REVOKED, GOOD), **{"key-cooldown": 7200})]
     log = io.StringIO()
     with client_for(gateway_config(models), access_stream=log) as (client, _):
-        assert client.simulate_post("/v1/chat/completions", json={"model": "CLOUD", "messages": USER}).status_code == 200
+        resp = client.simulate_post("/v1/chat/completions", json={"model": "CLOUD", "messages": USER})
+    assert resp.status_code == 200
     assert events(log)[0]["out_for_seconds"] == 7200.0
 
 
@@ -168,8 +169,9 @@ def test_daily_budget_skips_the_fallback_until_the_next_day(
 def test_a_failed_cloud_request_spends_nothing(cloud: StandinServer) -> None:
     models = [cloud_model(cloud, keys=(REVOKED,), **{"max-requests-per-day": 5})]
     with client_for(gateway_config(models)) as (client, _):
-        assert client.simulate_post("/v1/chat/completions", json={"model": "CLOUD", "messages": USER}).status_code == 503
+        resp = client.simulate_post("/v1/chat/completions", json={"model": "CLOUD", "messages": USER})
         metrics = client.simulate_get("/metrics").text
+    assert resp.status_code == 503
     assert 'vilms_remote_requests_left_today{model="gpt-4o-mini"} 5.0' in metrics
 
 
@@ -205,7 +207,8 @@ def test_plain_answers_count_tokens_for_local_models_too(ollama_a: StandinServer
 
 def test_images_go_to_the_service_as_the_client_sent_them(cloud: StandinServer) -> None:
     remote = "http://images.invalid/frame.jpg"  # fetched by the service, never by the gateway
-    inline = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGNgYGD4DwABBAEAwS2OUAAAAABJRU5ErkJggg=="
+    inline = ("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGNgYGD4DwABBAEAwS2OUAA"
+              "AAABJRU5ErkJggg==")
     content = [{"type": "text", "text": "what is this"},
                {"type": "image_url", "image_url": {"url": remote}},
                {"type": "image_url", "image_url": {"url": inline}}]

@@ -10,11 +10,11 @@ import falcon
 from gateway import wirejson
 from gateway.errors import InvalidRequest, UpstreamError
 from gateway.middleware import read_json
+from gateway.remote import HOP_HEADER
 from gateway.resources.limits import InflightLimiter, RequestBudget, post_only
 from gateway.routing import Router
 from gateway.shaping import ChatShaper
 from gateway.streaming import SSERelay
-from gateway.remote import HOP_HEADER
 from gateway.upstream import UpstreamResult, Upstreams
 from gateway.usage import ModelFigures, wants_usage, watch_usage
 from gateway.validation import validate_chat_request
