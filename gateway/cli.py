@@ -100,6 +100,11 @@ def _validate(config: Config, args: argparse.Namespace) -> int:
         print(f"{config.source}: invalid configuration:\n  gateway.api-key-file: {key_file} does not exist",
               file=sys.stderr)
         return EXIT_INVALID
+    for i, model in enumerate(config.models):
+        if model.remote and model.api_key_file and not Path(model.api_key_file).is_file():
+            print(f"{config.source}: invalid configuration:\n  serving.models[{i}].api-key-file: "
+                  f"{model.api_key_file} does not exist", file=sys.stderr)
+            return EXIT_INVALID
     aliases = len(config.aliases) + sum(len(m.aliases) for m in config.models)
     embedding = "on" if config.embedding.enabled else "off"
     print(f"{config.source}: OK ({len(config.models)} models, {aliases} aliases, platform {config.platform}, "

@@ -281,3 +281,42 @@ def test_config_rules_for_openai_models(model: dict[str, Any], problem: str) -> 
     with pytest.raises(ConfigError) as err:
         parse_config(gateway_config([model]))
     assert any(p.startswith(problem) for p in err.value.problems), err.value.problems
+
+
+def test_validate_and_serve_refuse_a_missing_key_source(
+    cloud: StandinServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway.app import Gateway
+    from gateway.config import parse_config
+    from gateway.keys import KeysUnavailable
+
+    model = {**cloud_model(cloud), "api-key-file": str(tmp_path / "missing")}
+    del model["api-keys"]
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(gateway_config([model])))
+    assert cli.main(["validate", "--config", str(path)]) == cli.EXIT_INVALID
+    assert "serving.models[0].api-key-file:" in capsys.readouterr().err
+    monkeypatch.delenv("VILMS_UNSET_KEYS", raising=False)
+    model = {**cloud_model(cloud), "api-key-env": "VILMS_UNSET_KEYS"}
+    del model["api-keys"]
+    with pytest.raises(KeysUnavailable, match="VILMS_UNSET_KEYS is not set"):
+        Gateway(parse_config(gateway_config([model])))
+
+
+def test_a_service_that_is_down_is_cooled_down_and_shown_apart_on_ready(
+    ollama_a: StandinServer, cloud: StandinServer
+) -> None:
+    cloud.stop()
+    endpoint = cloud.url + PREFIX
+    with client_for(doc(ollama_a, cloud)) as (client, gw):
+        ollama_a.stop()
+        body = {"model": "CLOUD", "messages": USER}
+        for _ in range(gw.config.service.cooldown_failures):
+            assert client.simulate_post("/v1/chat/completions", json=body).status_code == 503
+        gw.prober.probe_all()
+        ready = client.simulate_get("/health/ready")
+    assert gw.upstreams.is_cooled(endpoint)
+    assert ready.status_code == 503
+    assert list(ready.json["backends"]) == [ollama_a.url]
+    assert ready.json["remote"][endpoint]["cooled_down_for_seconds"] > 0
+    assert ready.json["remote"][endpoint]["model"] == "gpt-4o-mini"
