@@ -12,20 +12,37 @@ from gateway.metrics import Metrics
 
 
 class ModelFigures:
+    """The labelled children are kept at hand, as the access-log middleware keeps its own:
+    ``.labels()`` takes a lock and a lookup on every call. The names are the configured models
+    and aliases (unknown ones are refused before), so the set stays small."""
+
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
+        self._answered: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._tokens: dict[tuple[str, str], tuple[Any, Any]] = {}
 
     def answered(self, requested: str, served: str, seconds: float) -> None:
-        self._metrics.model_requests.labels(requested, served).inc()
-        self._metrics.model_latency.labels(requested, served).observe(seconds)
+        children = self._answered.get((requested, served))
+        if children is None:
+            children = (self._metrics.model_requests.labels(requested, served),
+                        self._metrics.model_latency.labels(requested, served))
+            self._answered[(requested, served)] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def tokens(self, requested: str, served: str, usage: Any) -> None:
         if not isinstance(usage, dict):
             return
-        for direction, key in (("in", "prompt_tokens"), ("out", "completion_tokens")):
-            count = usage.get(key)
-            if isinstance(count, int) and count > 0:
-                self._metrics.model_tokens.labels(requested, served, direction).inc(count)
+        children = self._tokens.get((requested, served))
+        if children is None:
+            children = (self._metrics.model_tokens.labels(requested, served, "in"),
+                        self._metrics.model_tokens.labels(requested, served, "out"))
+            self._tokens[(requested, served)] = children
+        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        if isinstance(prompt, int) and prompt > 0:
+            children[0].inc(prompt)
+        if isinstance(completion, int) and completion > 0:
+            children[1].inc(completion)
 
 
 def wants_usage(body: dict[str, Any]) -> bool:
