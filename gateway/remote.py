@@ -17,6 +17,7 @@ from gateway.metrics import Metrics
 # from its own engines only, so a request crosses at most one box boundary and never loops.
 HOP_HEADER = "X-Vilms-Hop"
 HOP_LINE = f"{HOP_HEADER}: 1\r\n"
+HOP_ENVIRON = "HTTP_X_VILMS_HOP"  # the header as WSGI names it: one dict lookup, not req.get_header's work
 
 EventSink = Callable[[dict[str, Any]], None]
 

@@ -10,7 +10,7 @@ import falcon
 from gateway import wirejson
 from gateway.errors import InvalidRequest, UpstreamError
 from gateway.middleware import read_json
-from gateway.remote import HOP_HEADER
+from gateway.remote import HOP_ENVIRON
 from gateway.resources.limits import InflightLimiter, RequestBudget, post_only
 from gateway.routing import Router
 from gateway.shaping import ChatShaper
@@ -59,7 +59,7 @@ class ChatResource:
                 self._shaper.builder(body),
                 deadline=self._budget.deadline(),
                 stream=stream,
-                forwarded=req.get_header(HOP_HEADER) is not None,
+                forwarded=HOP_ENVIRON in req.env,
             )
             served = result.target.model.name
             req.context.served_model = served

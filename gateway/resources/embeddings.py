@@ -7,7 +7,7 @@ import falcon
 from gateway import wirejson
 from gateway.embeddings import EmbeddingNames, EmbeddingService, parse_inputs
 from gateway.middleware import read_json
-from gateway.remote import HOP_HEADER
+from gateway.remote import HOP_ENVIRON
 from gateway.resources.limits import InflightLimiter, RequestBudget, post_only
 from gateway.routing import Router
 
@@ -36,7 +36,7 @@ class EmbeddingsResource:
         self._limiter.acquire()
         try:
             result = self._service.embed(body, texts, route, self._budget.deadline(),
-                                         forwarded=req.get_header(HOP_HEADER) is not None)
+                                         forwarded=HOP_ENVIRON in req.env)
         finally:
             self._limiter.release()
         # A batch of 64 is 24,576 floats: the json module spends about a tenth of the local
