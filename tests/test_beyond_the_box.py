@@ -227,7 +227,12 @@ def test_embeddings_through_openai(cloud_embed: StandinServer) -> None:
                "base-url": cloud_embed.url + PREFIX, "api-keys": [GOOD]}]
     with client_for(gateway_config(models)) as (client, _):
         resp = client.simulate_post("/v1/embeddings", json={"model": "text-embedding-3-small", "input": ["a", "b"]})
+        metrics = client.simulate_get("/metrics").text
     assert resp.status_code == 200
+    assert resp.headers["X-Vilms-Model"] == "text-embedding-3-small"
+    labels = 'requested="text-embedding-3-small",served="text-embedding-3-small"'
+    tokens = float(resp.json["usage"]["prompt_tokens"])
+    assert f'vilms_model_tokens_total{{direction="in",{labels}}} {tokens}' in metrics
     assert len(resp.json["data"]) == 2 and len(resp.json["data"][0]["embedding"]) == 8
     assert [r["path"] for r in cloud_embed.request_log] == [PREFIX + "/embeddings"]
 
