@@ -124,3 +124,20 @@ def test_a_peer_that_is_down_is_cooled_down(site: Site) -> None:
     assert gateway.upstreams.is_cooled(peer_b)
     resp = site.ask("a")
     assert resp.headers["X-Vilms-Model"] == f"{MODEL}@c"  # the cooled peer is tried after the others
+
+
+def test_a_stream_with_usage_crosses_to_a_peer_whole(site: Site) -> None:
+    site.engines["a"].stop()
+    body = {"model": MODEL, "stream": True, "stream_options": {"include_usage": True},
+            "messages": [{"role": "user", "content": "hi"}]}
+    with httpx.stream("POST", f"{site.urls['a']}/v1/chat/completions", json=body, timeout=30,
+                      headers={"Authorization": f"Bearer {FLEET}"}) as resp:
+        assert resp.status_code == 200 and resp.headers["X-Vilms-Model"] == f"{MODEL}@b"
+        events = [line[6:] for line in resp.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    usage = json.loads(events[-2])["usage"]
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in map(json.loads, events[:-2]) if c["choices"])
+    assert text.startswith("[engine-b]")
+    metrics = httpx.get(f"{site.urls['a']}/metrics", headers={"Authorization": f"Bearer {FLEET}"}).text
+    labels = f'requested="{MODEL}",served="{MODEL}@b"'
+    assert f'vilms_model_tokens_total{{direction="out",{labels}}} {float(usage["completion_tokens"])}' in metrics
