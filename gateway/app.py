@@ -69,6 +69,9 @@ class Gateway:
         self.metrics = upstreams.metrics if upstreams is not None else Metrics()
         self.upstreams = upstreams or Upstreams(service, metrics=self.metrics, clock=clock)
         self.router = Router(config)
+        self.upstreams.use_models(config.models)
+        # Key failovers are written whether or not requests are: they are rare and need acting on.
+        self.upstreams.remote.events = (self.access_log or AccessLog(stream)).write
         if embedder is None and config.embedding.enabled and not config.embedding.base_url:
             embedder = _local_embedder(config)
         self.embedder = embedder
@@ -78,6 +81,7 @@ class Gateway:
         self.prober = BackendProber(
             self.router.endpoints(), self.upstreams,
             interval=service.probe_interval, timeout=min(service.connect_timeout + 2.0, 5.0),
+            remote=self.router.remote_endpoints(),
         )
         self.fetcher = ImageFetcher(config, transport=image_transport)
         self.limiter = InflightLimiter(service.inflight_limit)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from gateway import __version__
 from gateway.config import Config, ConfigError, load_config
+from gateway.keys import KeysUnavailable
 
 EXIT_INVALID = 2
 
@@ -85,7 +86,7 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
     service = config.service
     try:
         gateway = Gateway(config)
-    except OSError as exc:  # an unreadable API key file, for one
+    except (OSError, KeysUnavailable) as exc:  # an unreadable API key file, for one
         print(f"cannot start: {exc}", file=sys.stderr)
         return EXIT_INVALID
     serve(gateway, host=args.host or service.host, port=args.port or service.port,
@@ -99,6 +100,11 @@ def _validate(config: Config, args: argparse.Namespace) -> int:
         print(f"{config.source}: invalid configuration:\n  gateway.api-key-file: {key_file} does not exist",
               file=sys.stderr)
         return EXIT_INVALID
+    for i, model in enumerate(config.models):
+        if model.remote and model.api_key_file and not Path(model.api_key_file).is_file():
+            print(f"{config.source}: invalid configuration:\n  serving.models[{i}].api-key-file: "
+                  f"{model.api_key_file} does not exist", file=sys.stderr)
+            return EXIT_INVALID
     aliases = len(config.aliases) + sum(len(m.aliases) for m in config.models)
     embedding = "on" if config.embedding.enabled else "off"
     print(f"{config.source}: OK ({len(config.models)} models, {aliases} aliases, platform {config.platform}, "

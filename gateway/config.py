@@ -18,7 +18,9 @@ import yaml
 
 from gateway.schema import validate_document
 
-ENGINES = ("ollama", "vllm")
+ENGINES = ("ollama", "vllm", "openai")
+# A key that a service refuses (401/403) stays out of use this long unless the model says otherwise.
+DEFAULT_KEY_COOLDOWN = 3600.0
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 DEFAULT_PORT = 8989
 _PLATFORM_NAMES = {"dgpu": "dgpu", "js": "jetson", "jetson": "jetson", "cpu": "cpu"}
@@ -58,6 +60,22 @@ class ModelEntry:
     base_urls: tuple[str, ...] = ()
     port: int | None = None
     fallback: tuple[str, ...] = ()
+    # engine: openai only (gateway/keys.py, gateway/budget.py)
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    api_key_file: str | None = None
+    api_key_env: str | None = None
+    key_cooldown: float = DEFAULT_KEY_COOLDOWN
+    max_requests_per_day: int | None = None
+    upstream_model: str | None = None  # the name the service knows the model by (default: name)
+
+    @property
+    def remote(self) -> bool:
+        """An OpenAI-compatible service beyond the box: a peer box's gateway or a cloud API."""
+        return self.engine == "openai"
+
+    @property
+    def wire_name(self) -> str:
+        return self.upstream_model or self.name
 
 
 @dataclass(frozen=True)
@@ -178,6 +196,17 @@ def normalize_base_url(url: str) -> str:
     return url
 
 
+def remote_base_url(url: str) -> str:
+    """An engine: openai ``base-url`` names the service's API root (``.../v1``, or for some services
+    another path) and is kept as given: requests go to ``<base-url>/chat/completions``. Only a full
+    endpoint path someone pasted is cut off."""
+    url = url.strip().rstrip("/")
+    for suffix in ("/chat/completions", "/embeddings"):
+        if url.endswith(suffix):
+            return url[: -len(suffix)].rstrip("/")
+    return url
+
+
 def expand_url(template: str, model: ModelEntry) -> str:
     """Fill a vLLM URL template: ``{}``/``{model}``/``{name}`` is the model name, ``{slug}`` a
     DNS-safe form of it, ``{port}`` the model's port."""
@@ -234,6 +263,12 @@ def _model(raw: dict[str, Any]) -> ModelEntry:
         base_urls=tuple(dict.fromkeys(urls)),
         port=raw.get("port"),
         fallback=tuple(raw.get("fallback") or ()),
+        api_keys=tuple(raw.get("api-keys") or ()),
+        api_key_file=raw.get("api-key-file"),
+        api_key_env=raw.get("api-key-env"),
+        key_cooldown=float(raw.get("key-cooldown", DEFAULT_KEY_COOLDOWN)),
+        max_requests_per_day=raw.get("max-requests-per-day"),
+        upstream_model=raw.get("upstream-model"),
     )
 
 
@@ -266,6 +301,25 @@ def _service(raw: dict[str, Any]) -> ServiceSettings:
     return ServiceSettings(**values)
 
 
+def _remote_model_problems(config: Config) -> list[str]:
+    problems: list[str] = []
+    for i, model in enumerate(config.models):
+        where = f"serving.models[{i}]"
+        if not model.remote:
+            for key, value in (("api-keys", model.api_keys), ("api-key-file", model.api_key_file),
+                               ("api-key-env", model.api_key_env),
+                               ("max-requests-per-day", model.max_requests_per_day)):
+                if value:
+                    problems.append(f"{where}.{key}: only for engine: openai")
+            continue
+        if len(model.base_urls) != 1:
+            problems.append(f"{where}.base-url: engine: openai needs exactly one base-url (the service's /v1),"
+                            " and no hosts")
+        if sum(bool(k) for k in (model.api_keys, model.api_key_file, model.api_key_env)) > 1:
+            problems.append(f"{where}: give one of api-keys, api-key-file or api-key-env")
+    return problems
+
+
 def _semantic_problems(config: Config) -> list[str]:
     problems: list[str] = []
     names: dict[str, int] = {}
@@ -278,6 +332,7 @@ def _semantic_problems(config: Config) -> list[str]:
         for target in model.fallback:
             if target not in known:
                 problems.append(f"serving.models[{i}].fallback: {target!r} is not a model or alias")
+    problems += _remote_model_problems(config)
     formatter = string.Formatter()
     for template in config.vllm_urls:
         for _, field_name, _, _ in formatter.parse(template):

@@ -364,8 +364,9 @@ class Pool:
                 return conn
             conn.close()
 
-    def post(self, path: str, body: bytes, *, read_timeout: float, connect_timeout: float) -> Response:
-        request = f"POST {self.prefix}{path} {self._head}{len(body)}\r\n\r\n".encode("latin-1") + body
+    def post(self, path: str, body: bytes, *, read_timeout: float, connect_timeout: float, head: str = "") -> Response:
+        """``head``: more header lines, each ending in CRLF (a service's Authorization, the hop marker)."""
+        request = f"POST {self.prefix}{path} {self._head}{len(body)}\r\n{head}\r\n".encode("latin-1") + body
         conn = self._take_idle()
         if conn is not None:
             conn.timeout = read_timeout

@@ -48,6 +48,28 @@ class Metrics:
             registry=self.registry,
         )
 
+        # Beyond the box (engine: openai models) and per-model figures (docs/configuration.md).
+        self.key_failovers = Counter(
+            "vilms_key_failovers", "API keys of an engine: openai model taken out of use, by reason.",
+            ["model", "reason"], registry=self.registry,
+        )
+        self.remote_requests_left = Gauge(
+            "vilms_remote_requests_left_today", "What is left of an engine: openai model's max-requests-per-day.",
+            ["model"], registry=self.registry,
+        )
+        self.model_requests = Counter(
+            "vilms_model_requests", "Requests answered by a model, by the model asked for and the model that served.",
+            ["requested", "served"], registry=self.registry,
+        )
+        self.model_latency = Histogram(
+            "vilms_model_request_duration_seconds", "Time to the answer's head (streams: first byte), per model.",
+            ["requested", "served"], buckets=_LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.model_tokens = Counter(
+            "vilms_model_tokens", "Tokens from the answers' usage (in: prompt, out: completion).",
+            ["requested", "served", "direction"], registry=self.registry,
+        )
+
     def watch_embedding(self, loaded: Callable[[], bool]) -> None:
         self.embedding_loaded.set_function(lambda: 1.0 if loaded() else 0.0)
 

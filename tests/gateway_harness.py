@@ -93,9 +93,10 @@ def upstreams_with_clock(document: dict[str, Any], clock: FakeClock) -> Upstream
 class LiveGateway:
     """The gateway served by waitress on 127.0.0.1, as a client on the LAN would meet it."""
 
-    def __init__(self, gateway: Gateway, threads: int = 8, channel_class: type = HeadWithBodyChannel) -> None:
+    def __init__(self, gateway: Gateway, threads: int = 8, channel_class: type = HeadWithBodyChannel,
+                 port: int = 0) -> None:
         self.gateway = gateway
-        self.server: Any = serve_in_turns(gateway.app, host="127.0.0.1", port=0, threads=threads)
+        self.server: Any = serve_in_turns(gateway.app, host="127.0.0.1", port=port, threads=threads)
         self.server.channel_class = channel_class
         self.url = f"http://127.0.0.1:{self.server.effective_port}"
         self._thread = threading.Thread(target=self.server.run, daemon=True)
