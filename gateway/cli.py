@@ -76,7 +76,7 @@ def _without_httpx_cli() -> None:
 def _serve(config: Config, args: argparse.Namespace) -> int:
     _without_httpx_cli()
     from gateway.app import Gateway
-    from gateway.server import serve
+    from gateway.serving.server import serve
 
     _configure_logging(args.log_level)
     if args.threads:

@@ -15,9 +15,9 @@ import falcon.testing
 import httpx
 
 from gateway.app import Gateway
-from gateway.channel import HeadWithBodyChannel, _serving
+from gateway.serving.channel import HeadWithBodyChannel, _serving
 from gateway.config import parse_config
-from gateway.server import serve_in_turns
+from gateway.serving.server import serve_in_turns
 from gateway.upstream import Upstreams
 
 FAST = {

@@ -1,4 +1,4 @@
-"""How waitress meets clients (gateway/channel.py): request heads parsed as waitress parses them,
+"""How waitress meets clients (gateway/serving/channel.py): request heads parsed as waitress parses them,
 and a loop thread woken only when it must be, without a request ever waiting on its timeout."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from waitress.adjustments import Adjustments
 from waitress.parser import HTTPRequestParser
 from waitress.task import WSGITask
 
-from gateway.channel import _HeadWithBodyTask, _OnePassParser, create_server
+from gateway.serving.channel import _HeadWithBodyTask, _OnePassParser, create_server
 from tests.gateway_harness import UnstartedServer, count_wakes, gateway_config, live_gateway
 from tests.standins.fixtures import StandinServer
 

@@ -14,7 +14,7 @@ from gateway import turns
 from gateway.errors import ServerBusy
 from gateway.httpclient import Pace, Pool, _Connection
 from gateway.resources.limits import SLOT_WAIT_SECONDS, InflightLimiter
-from gateway.server import TurnTakingDispatcher
+from gateway.serving.server import TurnTakingDispatcher
 from gateway.turns import Turns
 from tests.standins.fixtures import StandinServer
 

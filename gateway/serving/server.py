@@ -20,8 +20,8 @@ from waitress.channel import HTTPChannel
 from waitress.task import ThreadedTaskDispatcher
 
 from gateway.app import Gateway
-from gateway.channel import WSGIApp, create_server
-from gateway.turnreads import TurnReads
+from gateway.serving.channel import WSGIApp, create_server
+from gateway.serving.turnreads import TurnReads
 from gateway.turns import Turns
 
 log = logging.getLogger("vilms.server")
@@ -88,7 +88,7 @@ class TurnTakingDispatcher(ThreadedTaskDispatcher):  # type: ignore[misc]  # wai
         self.set_thread_count(threads)
 
     def read_between_turns(self, server: Any) -> None:
-        """The turn's holder reads ``server``'s connections between requests (gateway/turnreads.py)."""
+        """The turn's holder reads ``server``'s connections between requests (gateway/serving/turnreads.py)."""
         self.reads = server.turn_reads = TurnReads(self.turns, server.wake_loop)
         self._channels = server._map
 

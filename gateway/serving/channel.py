@@ -1,7 +1,7 @@
 """How waitress meets the gateway's clients: a response's head goes out with its body and straight
 from the request thread, the loop thread is woken only when it has to be, heads of the usual shape
 are parsed and written in one pass, streams keep their connection, and a connection can be read by
-the request thread holding the turn as well as by the loop (gateway/turnreads.py)."""
+the request thread holding the turn as well as by the loop (gateway/serving/turnreads.py)."""
 
 from __future__ import annotations
 
@@ -177,7 +177,7 @@ class HeadWithBodyChannel(HTTPChannel):  # type: ignore[misc]
         return reads
 
     def handle_read(self) -> None:
-        """waitress's read, made safe for two readers (gateway/turnreads.py): one at a time, and
+        """waitress's read, made safe for two readers (gateway/serving/turnreads.py): one at a time, and
         nothing to read is no error. An end of input closes the connection on the loop thread."""
         with self._read_lock:
             try:
@@ -256,7 +256,7 @@ def create_server(app: WSGIApp, *, host: str, port: int, threads: int, **adjustm
         app, host=host, port=port, threads=threads, channel_request_lookahead=1, **adjustments
     )
     server.channel_class = HeadWithBodyChannel
-    server.turn_reads = None  # set by whoever serves requests in turns (gateway/server.py)
+    server.turn_reads = None  # set by whoever serves requests in turns (gateway/serving/server.py)
     pull_trigger = server.wake_loop = server.pull_trigger
 
     def pull_trigger_if_needed() -> None:
