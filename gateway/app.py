@@ -74,7 +74,11 @@ class Gateway:
             interval=service.probe_interval, timeout=min(service.connect_timeout + 2.0, 5.0),
         )
         self.fetcher = ImageFetcher(config, transport=image_transport)
-        self.limiter = InflightLimiter(service.inflight_limit)
+        self.limiter = InflightLimiter(
+            service.inflight_limit, queue_size=service.queue_limit, queue_timeout=service.queue_timeout,
+            on_wait=self.metrics.queue_waited,
+        )
+        self.metrics.watch_queue(lambda: self.limiter.queued)
         self.app = self._build_app(clock)
 
     def _build_app(self, clock: Callable[[], float]) -> falcon.App[Any, Any]:

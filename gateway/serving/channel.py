@@ -5,8 +5,11 @@ the request thread holding the turn as well as by the loop (gateway/serving/turn
 
 from __future__ import annotations
 
+import contextlib
+import json
 import operator
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -16,9 +19,11 @@ import waitress
 from waitress.channel import HTTPChannel
 from waitress.parser import HTTPRequestParser
 from waitress.rfc7230 import FIELD_VALUE, OWS, TOKEN
-from waitress.task import WSGITask
+from waitress.task import ErrorTask, WSGITask
 from waitress.utilities import build_http_date
 from waitress.wasyncore import _DISCONNECTED
+
+from gateway import turns
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -136,6 +141,23 @@ class _HeadWithBodyTask(WSGITask):  # type: ignore[misc]
 _serving = threading.local()  # the channel whose request this thread is serving
 
 
+class _OpenAIErrorTask(ErrorTask):  # type: ignore[misc]
+    """waitress answers malformed HTTP and oversize bodies itself, before the app runs, in text/plain.
+    The channel's ``error_task_class`` is waitress's seam for that page: every such 4xx has OpenAI's
+    error shape, as the app's own do."""
+
+    def execute(self) -> None:
+        error = self.request.error
+        kind = "invalid_request_error" if error.code < 500 else "api_error"
+        message = f"{error.reason}: {error.body}" if error.body else error.reason
+        body = json.dumps({"error": {"message": message, "type": kind, "param": None, "code": None}}).encode()
+        self.status = f"{error.code} {error.reason}"
+        self.response_headers.append(("Content-Type", "application/json"))
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
+
+
 class HeadWithBodyChannel(HTTPChannel):  # type: ignore[misc]
     """A response's head goes out with its body, and straight from the request thread; the loop
     thread is woken only when its select() has stopped watching for what the channel needs.
@@ -155,6 +177,7 @@ class HeadWithBodyChannel(HTTPChannel):  # type: ignore[misc]
     """
 
     task_class = _HeadWithBodyTask
+    error_task_class = _OpenAIErrorTask
     parser_class = _OnePassParser
     hold_next_write = False
     _held: bytes | None = None
@@ -164,9 +187,14 @@ class HeadWithBodyChannel(HTTPChannel):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._read_lock = threading.Lock()
         super().__init__(*args, **kwargs)
+        # Since when the client owes a request head: from its connection (nginx's client_header_timeout
+        # counts so too) and from the first byte of each later head; None while it owes none.
+        self._head_since: float | None = self.creation_time
 
     def readable(self) -> bool:
         self._loop_reads = None
+        if self._head_since is not None or self.total_outbufs_len:
+            self._close_if_stuck()
         reads = bool(super().readable())
         turn_reads = self.server.turn_reads
         # A request arriving in pieces stays the loop's to read: the turn's holder reads only
@@ -192,8 +220,41 @@ class HeadWithBodyChannel(HTTPChannel):  # type: ignore[misc]
                 self.will_close = True  # the loop closes it: it may be selecting on this socket
                 self.server.wake_loop()
                 return
-            self.last_activity = time.time()
+            self.last_activity = now = time.time()
             self.received(data)
+            request = self.request
+            if request is None or request.headers_finished:
+                self._head_since = None
+            elif self._head_since is None:
+                self._head_since = now
+
+    def _close_if_stuck(self) -> None:
+        """Asked by the loop before each select(): a connection whose client has owed its request
+        head for longer than the header timeout, or has taken none of a pending answer for longer
+        than the idle timeout, is closed. waitress's own idle check (``channel_timeout``) skips
+        connections with a request in service, and its loop would keep a dripped head forever; a
+        writer blocked on the answer (see ``_flush_outbufs_below_high_watermark``) is freed by the
+        close. Neither kind of client holds a request thread meanwhile."""
+        now = time.time()
+        since = self._head_since
+        if since is not None and self.request is not None and self.request.headers_finished:
+            since = self._head_since = None  # a head completed by a path that does not stamp
+        if since is not None and now - since > self.server.header_timeout:
+            self.will_close = True  # the socket is writable: the loop's next write step closes it
+        elif self.total_outbufs_len and now - self.last_activity > self.adj.channel_timeout:
+            # Its socket is full, so the loop never gets to a write step that would close it; shut
+            # down, the socket fails the next send and waitress closes it, waking the writer.
+            self.will_close = True
+            with contextlib.suppress(OSError):
+                self.socket.shutdown(socket.SHUT_RDWR)
+
+    def _flush_outbufs_below_high_watermark(self) -> None:
+        """waitress makes a writer wait here while the client has more than ``outbuf_high_watermark``
+        (16 MiB) of its answer unread. The wait gives the turn up (gateway/turns.py), so a client
+        that stops reading stalls only its own request."""
+        if self.total_outbufs_len > self.adj.outbuf_high_watermark:
+            with turns.waiting():
+                super()._flush_outbufs_below_high_watermark()
 
     def writable(self) -> bool:
         self._loop_writes = None
@@ -249,13 +310,17 @@ class HeadWithBodyChannel(HTTPChannel):  # type: ignore[misc]
             self.write_soon(held)
 
 
-def create_server(app: WSGIApp, *, host: str, port: int, threads: int, **adjustments: Any) -> Any:
+def create_server(
+    app: WSGIApp, *, host: str, port: int, threads: int, header_timeout: float = 10.0, **adjustments: Any
+) -> Any:
     """waitress's server with ``HeadWithBodyChannel``: connections stay watched while their request
-    runs, and a finished request wakes the loop thread only when its select() needs it."""
+    runs, and a finished request wakes the loop thread only when its select() needs it. A client
+    that owes a request head for ``header_timeout`` seconds is dropped (waitress has no such bound)."""
     server: Any = waitress.create_server(
         app, host=host, port=port, threads=threads, channel_request_lookahead=1, **adjustments
     )
     server.channel_class = HeadWithBodyChannel
+    server.header_timeout = header_timeout
     server.turn_reads = None  # set by whoever serves requests in turns (gateway/serving/server.py)
     pull_trigger = server.wake_loop = server.pull_trigger
 
