@@ -123,21 +123,20 @@ def test_a_client_that_never_completes_its_head_is_dropped_after_the_header_time
 
 
 def test_a_head_completed_in_time_is_served_even_when_it_arrives_in_pieces() -> None:
-    with _served(_App(), header_timeout=2.0) as live:
-        with socket.create_connection(live.address) as sock:
-            for piece in (b"GET /small HTTP/1.1\r\n", b"Host: gw\r\n", b"\r\n"):
-                sock.sendall(piece)
-                time.sleep(0.1)
-            sock.settimeout(10)
-            assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+    with _served(_App(), header_timeout=2.0) as live, socket.create_connection(live.address) as sock:
+        for piece in (b"GET /small HTTP/1.1\r\n", b"Host: gw\r\n", b"\r\n"):
+            sock.sendall(piece)
+            time.sleep(0.1)
+        sock.settimeout(10)
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200")
 
 
 def test_an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() -> None:
-    with _served(_App(), channel_timeout=2, cleanup_interval=1, header_timeout=30) as live:
-        with socket.create_connection(live.address) as sock:
-            sock.sendall(b"GET /small HTTP/1.1\r\nHost: gw\r\n\r\n")
-            sock.settimeout(10)
-            assert sock.recv(4096).startswith(b"HTTP/1.1 200")
-            answered = time.monotonic()
-            assert _closed_by_server(sock, limit=20), "an idle keep-alive connection was kept"
-            assert time.monotonic() - answered >= 1.5  # kept for the idle timeout, not dropped at once
+    served = _served(_App(), channel_timeout=2, cleanup_interval=1, header_timeout=30)
+    with served as live, socket.create_connection(live.address) as sock:
+        sock.sendall(b"GET /small HTTP/1.1\r\nHost: gw\r\n\r\n")
+        sock.settimeout(10)
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+        answered = time.monotonic()
+        assert _closed_by_server(sock, limit=20), "an idle keep-alive connection was kept"
+        assert time.monotonic() - answered >= 1.5  # kept for the idle timeout, not dropped at once

@@ -39,25 +39,25 @@ def test_at_defaults_sixty_four_slow_requests_at_once_all_finish(tmp_path: Path)
 
 @pytest.mark.slow
 def test_at_defaults_requests_are_answered_beside_more_idle_clients_than_select_can_watch(tmp_path: Path) -> None:
-    with StandinServer.ollama(models=["qwen3:4b"], name="idle") as backend:
-        with serve(_doc(backend.url), tmp_path, threads=None) as gw:
-            port = int(gw.url.rsplit(":", 1)[1])
-            idle: list[socket.socket] = []
-            try:
-                for _ in range(IDLE_CLIENTS):  # keep-alive clients that asked once and went quiet
-                    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-                    sock.sendall(b"GET /health HTTP/1.1\r\nHost: gw\r\n\r\n")
-                    assert sock.recv(4096).startswith(b"HTTP/1.1 200")
-                    idle.append(sock)
-                assert len(os.listdir(f"/proc/{gw.proc.pid}/fd")) > 1024  # past what select() takes
-                for _ in range(5):
-                    response = httpx.post(gw.url + "/v1/chat/completions", json=CHAT, timeout=10)
-                    assert response.status_code == 200, response.text
-                # Every idle client is still connected: none was dropped to make room.
-                for sock in idle[:: len(idle) // 20]:
-                    sock.sendall(b"GET /health HTTP/1.1\r\nHost: gw\r\n\r\n")
-                    assert sock.recv(4096).startswith(b"HTTP/1.1 200")
-            finally:
-                for sock in idle:
-                    sock.close()
-            assert "Traceback" not in gw.stderr()
+    with StandinServer.ollama(models=["qwen3:4b"], name="idle") as backend, \
+            serve(_doc(backend.url), tmp_path, threads=None) as gw:
+        port = int(gw.url.rsplit(":", 1)[1])
+        idle: list[socket.socket] = []
+        try:
+            for _ in range(IDLE_CLIENTS):  # keep-alive clients that asked once and went quiet
+                sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+                sock.sendall(b"GET /health HTTP/1.1\r\nHost: gw\r\n\r\n")
+                assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+                idle.append(sock)
+            assert len(os.listdir(f"/proc/{gw.proc.pid}/fd")) > 1024  # past what select() takes
+            for _ in range(5):
+                response = httpx.post(gw.url + "/v1/chat/completions", json=CHAT, timeout=10)
+                assert response.status_code == 200, response.text
+            # Every idle client is still connected: none was dropped to make room.
+            for sock in idle[:: len(idle) // 20]:
+                sock.sendall(b"GET /health HTTP/1.1\r\nHost: gw\r\n\r\n")
+                assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+        finally:
+            for sock in idle:
+                sock.close()
+        assert "Traceback" not in gw.stderr()

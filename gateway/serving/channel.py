@@ -17,7 +17,7 @@ from typing import Any
 
 import waitress
 from waitress.channel import HTTPChannel
-from waitress.parser import HTTPRequestParser
+from waitress.parser import HTTPRequestParser, ParsingError
 from waitress.rfc7230 import FIELD_VALUE, OWS, TOKEN
 from waitress.task import ErrorTask, WSGITask
 from waitress.utilities import build_http_date
@@ -33,29 +33,60 @@ _FIELD_RE = re.compile(_FIELD)
 _FIELDS_RE = re.compile(f"(?:{_FIELD})*\r\n")
 
 
+# Fields a request may carry once (RFC 9112 sections 3.2 and 6.3): waitress 3.0.2 joins repeats
+# with ", " (a repeated Content-Length then fails its digits check; Host and Content-Type pass).
+# waitress's main branch refuses all three repeated (Pylons/waitress#484, merged 2026-03-13, and #488,
+# commit 120424f): the gateway does so now, on both of the parser's paths.
+_SINGLETON_FIELDS = frozenset({"HOST", "CONTENT_LENGTH", "CONTENT_TYPE"})
+_SINGLETON_LINE_RE = re.compile(r"^(host|content-length|content-type)[ \t]*:", re.IGNORECASE | re.MULTILINE)
+
+
 class _OnePassParser(HTTPRequestParser):  # type: ignore[misc]  # waitress ships no types
     """waitress matches, strips, upper-cases and decodes each header line in its own steps, on the
     loop thread that every client shares. A block of plain fields (no folded lines, nothing its
     grammar rejects) is checked with one match and split with one ``findall`` here; anything else
     goes through waitress's parse unchanged, errors included. The request line, framing and
-    connection handling stay waitress's: it parses the first line with these headers in place."""
+    connection handling stay waitress's: it parses the first line with these headers in place.
+
+    Both paths then make two checks waitress 3.0.2 does not: a repeated Host, Content-Length or
+    Content-Type is refused (as waitress's main branch does), and so is a Content-Length beside
+    ``Transfer-Encoding: chunked`` (RFC 9112 section 6.1: "ought to be handled as an error"; waitress
+    3.0.2 reads the chunks and keeps the connection, its main branch closes it after the answer,
+    Pylons/waitress#464 and commit 99080a8; no OpenAI client sends both). Either is a 400 that
+    closes the connection, before anything reaches the app."""
 
     def parse_header(self, header_plus: bytes) -> None:
         text = header_plus.decode("latin-1")
         fields_start = text.find("\r\n") + 2
         if fields_start < 2 or _FIELDS_RE.fullmatch(text, fields_start) is None:
+            if fields_start >= 2:
+                _refuse_repeated_singletons(text, fields_start)
             super().parse_header(header_plus)
-            return
-        headers = self.headers
-        for name, value in _FIELD_RE.findall(text, fields_start):
-            if "_" in name:
-                continue  # as waitress does: such a name could pass for a dashed one in the environ
-            key = name.upper().replace("-", "_")
-            if key in headers:
-                headers[key] += ", " + value
-            else:
-                headers[key] = value
-        super().parse_header(header_plus[:fields_start])
+        else:
+            headers = self.headers
+            for name, value in _FIELD_RE.findall(text, fields_start):
+                if "_" in name:
+                    continue  # as waitress does: such a name could pass for a dashed one in the environ
+                key = name.upper().replace("-", "_")
+                if key in headers:
+                    if key in _SINGLETON_FIELDS:
+                        raise ParsingError(f"Duplicate header: {name}")
+                    headers[key] += ", " + value
+                else:
+                    headers[key] = value
+            super().parse_header(header_plus[:fields_start])
+        if self.chunked and "CONTENT_LENGTH" in self.headers:
+            raise ParsingError("Content-Length with Transfer-Encoding: chunked")
+
+
+def _refuse_repeated_singletons(text: str, fields_start: int) -> None:
+    """The duplicate check for heads that take waitress's own path (folded lines, odd spacing)."""
+    seen: set[str] = set()
+    for name in _SINGLETON_LINE_RE.findall(text, fields_start):
+        key = name.lower()
+        if key in seen:
+            raise ParsingError(f"Duplicate header: {name}")
+        seen.add(key)
 
 
 _HEADERS_WAITRESS_DECIDES_ON = frozenset({"Connection", "Date", "Server"})
