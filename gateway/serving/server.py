@@ -20,6 +20,7 @@ from waitress.task import ThreadedTaskDispatcher
 from gateway.app import Gateway
 from gateway.serving.channel import WSGIApp, create_server
 from gateway.serving.turnreads import TurnReads
+from gateway.serving.turnwatch import SlowTurnWatch
 from gateway.turns import Turns
 
 log = logging.getLogger("vilms.server")
@@ -128,6 +129,7 @@ class TurnTakingDispatcher(ThreadedTaskDispatcher):  # type: ignore[misc]  # wai
                 if self.reads is None or not self.reads.read_sent(self._channels):
                     return
                 continue
+            self.turns.next_stretch()  # a new request: the turn watch times each on its own
             try:
                 task.service()
             except BaseException:
@@ -176,6 +178,8 @@ def serve(gateway: Gateway, *, host: str, port: int) -> None:
         clear_untrusted_proxy_headers=True,
         header_timeout=service.header_timeout,
     )
+    watch = SlowTurnWatch(server.task_dispatcher.turns)
+    watch.start()
     gateway.start()
     # What start-up built lives as long as the process: out of the collector's sight, a full
     # collection under load takes about a millisecond instead of tens.
@@ -204,6 +208,7 @@ def serve(gateway: Gateway, *, host: str, port: int) -> None:
     try:
         server.run()
     finally:
+        watch.stop()
         gateway.close()
         log.info("vilms-gateway stopped")
 
