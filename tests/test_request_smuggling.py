@@ -81,7 +81,7 @@ def test_ambiguous_framing_is_a_400_that_closes_and_forwards_nothing(
     body = json.loads(received.split(b"\r\n\r\n", 1)[1])
     assert body["error"]["type"] == "invalid_request_error"
     assert closed
-    assert backend.requests == [], "something reached the engine"
+    assert backend.bodies("/v1/chat/completions") == [], "something reached the engine"
 
 
 def test_obs_fold_in_an_ordinary_field_is_read_as_waitress_reads_it(
@@ -93,7 +93,7 @@ def test_obs_fold_in_an_ordinary_field_is_read_as_waitress_reads_it(
                   b"Content-Length: %d\r\n\r\n%s" % (len(BODY), BODY)
     received, _closed = _exchange(live, raw)
     assert received.startswith(b"HTTP/1.1 200 "), received[:300]
-    assert len(backend.requests) == 1
+    assert len(backend.bodies("/v1/chat/completions")) == 1
 
 
 def test_a_head_with_bare_lf_line_ends_is_never_read_and_is_dropped(
@@ -107,4 +107,4 @@ def test_a_head_with_bare_lf_line_ends_is_never_read_and_is_dropped(
           b"Content-Length: %d\n\n%s" % (len(BODY), BODY)
     received, closed = _exchange(live, raw)
     assert received == b"" and closed
-    assert backend.requests == []
+    assert backend.bodies("/v1/chat/completions") == []

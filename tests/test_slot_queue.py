@@ -148,7 +148,7 @@ def test_served_gateway_queues_when_busy_refuses_when_full_and_health_still_answ
                 return httpx.post(live.url + "/v1/chat/completions", json=CHAT, timeout=60)
 
             in_slots: list[Future[Any]] = [pool.submit(chat) for _ in range(2)]
-            _until(lambda: len(backend.requests) == 2)
+            _until(lambda: len(backend.bodies("/v1/chat/completions")) == 2)
             queued: list[Future[Any]] = [pool.submit(chat) for _ in range(2)]
             _until(lambda: _metric(live.url, "vilms_queue_depth") == 2)
             # Every slot and queue place is taken: health, readiness and metrics still answer at once.

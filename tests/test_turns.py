@@ -303,3 +303,19 @@ def test_dispatcher_shutdown_cancels_what_never_started_and_stops_its_threads() 
     assert first.done.wait(5)
     _until(lambda: not dispatcher.threads)
     assert "queued start" not in log
+
+
+def test_a_large_pool_starts_its_threads_beside_the_server_and_shuts_down_whole() -> None:
+    started = time.monotonic()
+    dispatcher = TurnTakingDispatcher(200)
+    assert len(dispatcher.threads) < 200  # the first batch at once; the rest beside the running server
+    _until(lambda: len(dispatcher.threads) == 200, limit=30)
+    assert time.monotonic() - started < 30
+    dispatcher.shutdown(timeout=10)
+    assert not dispatcher.threads
+
+
+def test_a_pool_shut_down_while_it_starts_threads_ends_with_none() -> None:
+    dispatcher = TurnTakingDispatcher(2000)
+    dispatcher.shutdown(timeout=20)
+    _until(lambda: not dispatcher.threads, limit=30)

@@ -68,6 +68,9 @@ class _Closing:
             self._on_close()
 
 
+_THREADS_PER_START = 32
+
+
 class TurnTakingDispatcher(ThreadedTaskDispatcher):  # type: ignore[misc]  # waitress ships no types
     """waitress's thread pool, serving requests in turns (gateway/turns.py).
 
@@ -84,7 +87,30 @@ class TurnTakingDispatcher(ThreadedTaskDispatcher):  # type: ignore[misc]  # wai
         self.turns = Turns(on_free=self._on_turn_free)
         self.reads: TurnReads | None = None  # set with the server it serves: see serve_in_turns
         self._channels: dict[int, Any] = {}
-        self.set_thread_count(threads)
+        self._stopping = False
+        # A thousand threads take a third of a second to start (0.35 s for 1,296 on this host), which
+        # would be a third of the start-up target: the first batch starts now, the rest beside the
+        # running server, a batch per hold of the pool's lock so requests are not held up meanwhile.
+        self.set_thread_count(min(threads, _THREADS_PER_START))
+        if threads > _THREADS_PER_START:
+            threading.Thread(target=self._start_the_rest, args=(threads,), name="vilms-thread-start",
+                             daemon=True).start()
+
+    def _start_the_rest(self, threads: int) -> None:
+        for count in range(2 * _THREADS_PER_START, threads + _THREADS_PER_START, _THREADS_PER_START):
+            with self.lock:
+                if self._stopping:
+                    return
+            self.set_thread_count(min(count, threads))
+        with self.lock:
+            stopping = self._stopping
+        if stopping:  # shut down between the check and the start above: stop what that started
+            self.set_thread_count(0)
+
+    def shutdown(self, cancel_pending: bool = True, timeout: float = 5) -> bool:
+        with self.lock:
+            self._stopping = True
+        return bool(super().shutdown(cancel_pending, timeout))
 
     def read_between_turns(self, server: Any) -> None:
         """The turn's holder reads ``server``'s connections between requests (gateway/serving/turnreads.py)."""
