@@ -214,12 +214,20 @@ def measure_idle(name: str, target: targets.Target, idle: int, seconds: float, l
     body = bodies.chat_request(bodies.CHAT_MODEL)
     port = int(target.url.rsplit(":", 1)[1])
     runs: dict[str, list[float]] = {"without": [], "with": []}
+    cpu_us: dict[str, list[float]] = {"without": [], "with": []}
     held: list[Any] = []
+
+    def load(side: str) -> None:
+        before = procstat.cpu_seconds(target.pid)
+        result = wrkload.run(url, body, connections=8, seconds=seconds, cpu=load_cpu)
+        runs[side].append(result.p99_ms)
+        cpu_us[side].append(round((procstat.cpu_seconds(target.pid) - before) / max(1, result.requests) * 1e6))
+
     try:
-        for _ in range(2):  # alternate, so a slow phase of the host does not land on one side only
-            runs["without"].append(wrkload.run(url, body, connections=8, seconds=seconds, cpu=load_cpu).p99_ms)
+        for _ in range(3):  # alternate, so a slow phase of the host does not land on one side only
+            load("without")
             held = _hold_idle(port, idle, health_path)
-            runs["with"].append(wrkload.run(url, body, connections=8, seconds=seconds, cpu=load_cpu).p99_ms)
+            load("with")
             alive = _still_open(held)
             for sock in held:
                 sock.close()
@@ -227,10 +235,11 @@ def measure_idle(name: str, target: targets.Target, idle: int, seconds: float, l
     finally:
         for sock in held:
             sock.close()
+    # the best round of each side: interference only ever adds latency (bench/README.md, "Noise")
     without, with_idle = min(runs["without"]), min(runs["with"])
     return {"target": name, "idle": idle, "idle_still_open": alive, "chat_p99_ms_without": without,
             "chat_p99_ms_with": with_idle, "ratio": round(with_idle / without, 2) if without else None,
-            "rounds": runs}
+            "rounds": runs, "cpu_us_per_request": cpu_us}
 
 
 # -- the whole scenario -----------------------------------------------------------------------------
