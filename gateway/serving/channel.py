@@ -270,7 +270,8 @@ class HeadWithBodyChannel(HTTPChannel):  # type: ignore[misc]
         since = self._head_since
         if since is not None and self.request is not None and self.request.headers_finished:
             since = self._head_since = None  # a head completed by a path that does not stamp
-        if since is not None and now - since > self.server.header_timeout:
+        if since is not None and not self.requests and now - since > self.server.header_timeout:
+            # Not while a request is in service: a next head read ahead of a long stream waits for it.
             self.will_close = True  # the socket is writable: the loop's next write step closes it
         elif self.total_outbufs_len and now - self.last_activity > self.adj.channel_timeout:
             # Its socket is full, so the loop never gets to a write step that would close it; shut
