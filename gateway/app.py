@@ -84,7 +84,11 @@ class Gateway:
             remote=self.router.remote_endpoints(),
         )
         self.fetcher = ImageFetcher(config, transport=image_transport)
-        self.limiter = InflightLimiter(service.inflight_limit)
+        self.limiter = InflightLimiter(
+            service.inflight_limit, queue_size=service.queue_limit, queue_timeout=service.queue_timeout,
+            on_wait=self.metrics.queue_waited,
+        )
+        self.metrics.watch_queue(lambda: self.limiter.queued)
         self.api_keys = ApiKeys(service, clock=clock)
         if not self.api_keys.enabled:
             log.warning(

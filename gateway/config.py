@@ -23,6 +23,10 @@ ENGINES = ("ollama", "vllm", "openai")
 DEFAULT_KEY_COOLDOWN = 3600.0
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 DEFAULT_PORT = 8989
+# Sized for LLM work: every open stream holds a request slot and a thread for seconds to minutes.
+DEFAULT_MAX_INFLIGHT = 1024
+DEFAULT_QUEUE_SIZE = 256
+SPARE_THREADS = 16  # beyond slots and queue: /health, /v1/models, /metrics and quick refusals
 _PLATFORM_NAMES = {"dgpu": "dgpu", "js": "jetson", "jetson": "jetson", "cpu": "cpu"}
 
 # Upper-case keys some old configs used; each maps onto its place in the current format.
@@ -95,9 +99,14 @@ class EmbeddingSettings:
 class ServiceSettings:
     host: str = "0.0.0.0"
     port: int = DEFAULT_PORT
-    threads: int = 16
-    connection_limit: int = 200
+    # The capacity model (docs/configuration.md): None = sized from the others; see the properties.
+    threads: int | None = None
+    connection_limit: int = 4096
     max_inflight: int | None = None
+    queue_size: int | None = None
+    queue_timeout: float = 30.0
+    idle_timeout: float = 60.0
+    header_timeout: float = 10.0
     max_body_bytes: int = 20 * 1024 * 1024
     api_keys: tuple[str, ...] = ()
     api_key_file: str | None = None
@@ -121,9 +130,32 @@ class ServiceSettings:
     drain_seconds: float = 30.0
 
     @property
+    def queue_limit(self) -> int:
+        """Requests that may wait for a request slot (each waits on a thread of its own)."""
+        if self.queue_size is not None:
+            return self.queue_size
+        if self.threads is None:
+            return DEFAULT_QUEUE_SIZE
+        if self.max_inflight is not None:
+            return max(0, self.threads - 1 - self.max_inflight)
+        return (self.threads - 1) // 4  # a quarter of what the kept thread leaves
+
+    @property
     def inflight_limit(self) -> int:
-        # One worker thread is kept out of upstream work so /health answers while every other is busy.
-        return self.max_inflight or max(1, self.threads - 1)
+        """Requests doing upstream work at once, streams included."""
+        if self.max_inflight is not None:
+            return self.max_inflight
+        if self.threads is None:
+            return DEFAULT_MAX_INFLIGHT
+        # One worker thread is kept out of upstream work and the queue, so /health always answers.
+        return max(1, self.threads - 1 - self.queue_limit)
+
+    @property
+    def request_threads(self) -> int:
+        """waitress's request threads: every request slot and queue place, plus threads for the rest."""
+        if self.threads is not None:
+            return self.threads
+        return self.inflight_limit + self.queue_limit + SPARE_THREADS
 
 
 @dataclass(frozen=True)
@@ -339,6 +371,12 @@ def _semantic_problems(config: Config) -> list[str]:
             if field_name not in (None, "", "0", "model", "name", "slug", "port"):
                 problems.append(f"serving.vllm-base-url: unknown field {{{field_name}}} in {template!r}")
     service = config.service
+    needed = service.inflight_limit + service.queue_limit + 1
+    if service.request_threads < needed:
+        problems.append(
+            f"gateway.threads: {service.request_threads} is fewer than max-inflight + queue-size + 1 = {needed}"
+            " (queued requests wait on a thread each, and one is kept for /health); leave it unset to size it"
+        )
     if service.backoff_max < service.backoff_base:
         problems.append("gateway.backoff-max: must be at least gateway.backoff-base")
     return problems

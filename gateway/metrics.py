@@ -70,6 +70,28 @@ class Metrics:
             ["requested", "served", "direction"], registry=self.registry,
         )
 
+        self.queue_depth = Gauge(
+            "vilms_queue_depth", "Requests waiting for a request slot now.", registry=self.registry,
+        )
+        self.queue_wait = Histogram(
+            "vilms_queue_wait_seconds", "Time requests waited for a request slot (those that queued).",
+            buckets=_LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.queue_refused = Counter(
+            "vilms_queue_refused", "Requests refused with 429 by the slot queue: full, or its wait ran out.",
+            ["reason"], registry=self.registry,
+        )
+
+    def watch_queue(self, depth: Callable[[], int]) -> None:
+        self.queue_depth.set_function(lambda: float(depth()))
+
+    def queue_waited(self, seconds: float, outcome: str) -> None:
+        """The slot queue's report for one request that found every slot busy."""
+        if outcome != "full":
+            self.queue_wait.observe(seconds)
+        if outcome != "served":
+            self.queue_refused.labels(outcome).inc()
+
     def watch_embedding(self, loaded: Callable[[], bool]) -> None:
         self.embedding_loaded.set_function(lambda: 1.0 if loaded() else 0.0)
 

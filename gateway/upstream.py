@@ -98,7 +98,7 @@ class Upstreams:
         if pool is None:
             with self._lock:
                 pool = self._pools.setdefault(base_url, Pool(
-                    base_url, self.settings.threads + 4, idle_seconds=self.settings.engine_idle_seconds))
+                    base_url, self.settings.inflight_limit + 4, idle_seconds=self.settings.engine_idle_seconds))
         return pool
 
     def client(self, base_url: str) -> httpx.Client:
@@ -108,7 +108,7 @@ class Upstreams:
             with self._lock:
                 client = self._clients.get(base_url)
                 if client is None:
-                    pool = self.settings.threads + 4
+                    pool = self.settings.inflight_limit + 4
                     client = httpx.Client(
                         base_url=base_url,
                         limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
