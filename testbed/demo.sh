@@ -26,6 +26,8 @@ export PYTHONWARNINGS=${PYTHONWARNINGS:-ignore:DSA is deprecated:UserWarning}
 T0=$SECONDS
 say() { printf '\n==> [%ss] %s\n' "$((SECONDS - T0))" "$*"; }
 engine() { bash "$REPO/testbed/engine.sh" exec -- "$@"; }
+# A step of minutes: its output as it comes, and a line after every 20 s of silence.
+talk() { local name=$1; shift; python3 "$REPO/testbed/talk" "$name" -- "$@"; }
 engine_answers() { engine docker info >/dev/null 2>&1; }
 
 make_key() {
@@ -36,12 +38,12 @@ make_key() {
 
 up() {
   say "Setting up the test bed (Docker engine, base images)"
-  bash "$REPO/.ci/setup-testbed.sh"
+  talk setup-testbed bash "$REPO/.ci/setup-testbed.sh"
   [[ -x $VENV/bin/molecule ]] || make -C "$REPO" setup
   make_key
   say "Creating and provisioning $HOST (molecule converge -s $SCENARIO; about 2-3 minutes, one line per task)"
   cd "$REPO"
-  engine molecule converge -s "$SCENARIO"
+  talk demo-converge bash "$REPO/testbed/engine.sh" exec -- molecule converge -s "$SCENARIO"
   local key
   key=$(cat "$KEY_FILE")
   say "Checking it the way a client would"
@@ -69,7 +71,7 @@ down() {
   if engine_answers; then
     if engine docker container inspect "$HOST" >/dev/null 2>&1; then
       say "Removing $HOST (molecule destroy -s $SCENARIO)"
-      engine molecule destroy -s "$SCENARIO"
+      talk demo-destroy bash "$REPO/testbed/engine.sh" exec -- molecule destroy -s "$SCENARIO"
     fi
     # Test hosts still running on the engine (a `make test` in progress) keep it up.
     local others

@@ -117,8 +117,8 @@ down() {
     if [[ -e $RUN_DIR/docker0-ours ]] && ip link show docker0 >/dev/null 2>&1; then
       ip link delete docker0
     fi
-    rm -rf "$RUN_DIR"
   fi
+  rm -rf "$RUN_DIR"
   if [[ -e $SAVED_CONFIG ]]; then
     cp -p "$SAVED_CONFIG" "$MACHINE_CONFIG" && rm -f "$SAVED_CONFIG"
   elif [[ -e $SAVED_CONFIG.absent ]]; then
