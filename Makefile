@@ -9,6 +9,12 @@ export HF_HUB_OFFLINE := 1
 # start (CryptographyDeprecationWarning, a UserWarning subclass): not ours to fix, so not printed.
 export PYTHONWARNINGS ?= ignore:DSA is deprecated:UserWarning
 SCENARIOS ?= cpu jetson dgpu
+# No colour codes in logs that are not a terminal (ansible, ansible-lint, molecule, pytest).
+ifneq ($(shell [ -t 2 ] && echo tty),tty)
+export NO_COLOR := 1
+export ANSIBLE_NOCOLOR := 1
+export PY_COLORS := 0
+endif
 # Where `make test` leaves its records (junit xml, checks.txt) and sums them up.
 REPORTS ?= build/test-reports
 override REPORTS := $(abspath $(REPORTS))

@@ -93,6 +93,10 @@ clean() {
     engine docker image rm "${IMAGES[@]}" >/dev/null 2>&1 || true
   fi
   down
+  if ((own)) && engine_answers; then
+    echo "demo-clean: the test bed's engine still runs test hosts; run it again when they are gone" >&2
+    exit 1
+  fi
   say "Removing $DATA_DIR (own engine's data root), $CACHE, molecule's state and .demo/"
   rm -rf "$DATA_DIR" "$CACHE" "$REPO/.demo" "${XDG_CACHE_HOME:-$HOME/.cache}/molecule/$(basename "$REPO")"
 }

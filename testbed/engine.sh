@@ -8,7 +8,8 @@
 #   testbed/engine.sh exec CMD  run CMD with DOCKER_HOST and VILMS_TESTBED_RUNTIME set for it
 #
 # No engine running: the test bed starts its own dockerd with its own config file, socket, data
-# root, exec root and pidfile (below); /etc/docker/daemon.json is never read or written.
+# root, exec root, pidfile and trust key (below; dockerd 20.10 writes /etc/docker/key.json unless
+# told `deprecated-key-path`); /etc/docker is never read or written.
 # An engine already running: it is used as it is. Privileged test hosts need the capability filter
 # (testbed/runc-capfilter) only where the kernel's bounding set lacks capabilities (this kind of
 # VM); then the wrapper is added to that engine as an extra runtime named `capfilter` (never its
@@ -80,8 +81,9 @@ start_own_engine() {
   mkdir -p "$RUN_DIR" "$DATA_DIR/docker"
   jq -n --arg sock "$OWN_SOCKET" --arg data "$DATA_DIR/docker" --arg exec "$RUN_DIR/exec" \
     --arg pid "$RUN_DIR/docker.pid" --arg w "$WRAPPER" \
+    --arg key "$DATA_DIR/key.json" \
     '{hosts: [$sock], "data-root": $data, "exec-root": $exec, pidfile: $pid,
-      runtimes: {capfilter: {path: $w}}}' >"$OWN_CONFIG"
+      runtimes: {capfilter: {path: $w}}, "deprecated-key-path": $key}' >"$OWN_CONFIG"
   # docker0 is left behind by any dockerd; note whether it was there so `down` can remove ours.
   [[ -e $RUN_DIR/docker0-existed || -e $RUN_DIR/docker0-ours ]] ||
     if ip link show docker0 >/dev/null 2>&1; then touch "$RUN_DIR/docker0-existed"; else touch "$RUN_DIR/docker0-ours"; fi
@@ -118,6 +120,8 @@ down() {
       ip link delete docker0
     fi
   fi
+  # dockerd leaves its default network namespace bind-mounted under the exec root.
+  findmnt -rn -o TARGET | grep "^$RUN_DIR/" | sort -r | xargs -r umount -l
   rm -rf "$RUN_DIR"
   if [[ -e $SAVED_CONFIG ]]; then
     cp -p "$SAVED_CONFIG" "$MACHINE_CONFIG" && rm -f "$SAVED_CONFIG"
