@@ -64,7 +64,7 @@ test: setup
 # Each stage leaves a record in $(REPORTS): pytest's junit xml, or a line in checks.txt.
 unit: setup
 	@mkdir -p $(REPORTS)
-	$(BIN)/python -m pytest -q --junitxml=$(REPORTS)/unit.xml
+	$(TALK) unit -- $(BIN)/python -m pytest -q --junitxml=$(REPORTS)/unit.xml
 
 ## site.yml through ansible-runner against a systemd + Docker test host; prints each task as it runs.
 integration: setup testbed
@@ -74,7 +74,7 @@ integration: setup testbed
 
 lint: setup
 	@mkdir -p $(REPORTS)
-	@if $(BIN)/ruff check -q gateway tests testbed bench && $(BIN)/mypy && $(BIN)/ansible-lint -q; \
+	@if $(TALK) lint -- bash -c '$(BIN)/ruff check -q gateway tests testbed bench && $(BIN)/mypy && $(BIN)/ansible-lint -q'; \
 		then echo "passed lint" >> $(REPORTS)/checks.txt; \
 		else echo "failed lint" >> $(REPORTS)/checks.txt; exit 1; fi
 
