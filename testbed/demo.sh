@@ -97,8 +97,14 @@ clean() {
     echo "demo-clean: the test bed's engine still runs test hosts; run it again when they are gone" >&2
     exit 1
   fi
-  say "Removing $DATA_DIR (own engine's data root), $CACHE, molecule's state and .demo/"
-  rm -rf "$DATA_DIR" "$CACHE" "$REPO/.demo" "${XDG_CACHE_HOME:-$HOME/.cache}/molecule/$(basename "$REPO")"
+  # molecule keeps a scenario's state (and the demo's wheelhouse) in
+  # ~/.ansible/tmp/molecule.<checksum of the project folder's name>.<scenario> (molecule/scenario.py).
+  local state
+  state=$("$VENV/bin/python" -c 'import sys; from molecule.text import checksum; print(checksum(sys.argv[1], 4))' \
+    "$(basename "$REPO")" 2>/dev/null || true)
+  say "Removing $DATA_DIR (own engine's data root), $CACHE, molecule's demo state and .demo/"
+  rm -rf "$DATA_DIR" "$CACHE" "$REPO/.demo"
+  [[ -z $state ]] || rm -rf "$HOME/.ansible/tmp/molecule.$state.$SCENARIO"
 }
 
 case ${1:-} in
