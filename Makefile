@@ -23,7 +23,7 @@ override REPORTS := $(abspath $(REPORTS))
 TALK = $(PYTHON) testbed/talk
 ENGINE = bash testbed/engine.sh exec --
 
-.PHONY: setup demo demo-down demo-clean serve test unit integration lint testbed molecule clean
+.PHONY: setup demo demo-down demo-clean serve test unit integration lint testbed testbed-down molecule clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,7 @@ serve: setup
 test: setup
 	@rm -rf $(REPORTS) && mkdir -p $(REPORTS)
 	@start=$$SECONDS; $(MAKE) --no-print-directory lint unit integration molecule REPORTS=$(REPORTS); rc=$$?; \
+		bash testbed/engine.sh release; \
 		$(PYTHON) .ci/totals.py $(REPORTS) --label "make test" --seconds $$((SECONDS - start)); exit $$rc
 
 # Each stage leaves a record in $(REPORTS): pytest's junit xml, or a line in checks.txt.
@@ -80,6 +81,10 @@ lint: setup
 
 testbed:
 	$(TALK) setup-testbed -- bash .ci/setup-testbed.sh
+
+## Stop the test bed's own Docker engine (or undo its runtime entry in the machine's), unless hosts still run.
+testbed-down:
+	bash testbed/engine.sh release
 
 molecule: setup testbed
 	@mkdir -p $(REPORTS)

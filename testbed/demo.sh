@@ -74,13 +74,7 @@ down() {
       talk demo-destroy bash "$REPO/testbed/engine.sh" exec -- molecule destroy -s "$SCENARIO"
     fi
     # Test hosts still running on the engine (a `make test` in progress) keep it up.
-    local others
-    others=$(engine docker ps -q --filter label=owner=molecule)
-    if [[ -n $others ]]; then
-      say "Test hosts are running; the Docker engine stays up for them"
-    else
-      bash "$REPO/testbed/engine.sh" down
-    fi
+    bash "$REPO/testbed/engine.sh" release
   fi
   say "Demo stopped"
 }

@@ -4,6 +4,7 @@
 #   testbed/engine.sh up        use the machine's running engine, or start the test bed's own
 #   testbed/engine.sh down      stop the test bed's own engine (when it started one) and undo
 #                               what `up` registered in the machine's engine
+#   testbed/engine.sh release   `down`, unless test hosts or the demo box (label owner=molecule) still run
 #   testbed/engine.sh status    which engine, socket and runtime the tools use
 #   testbed/engine.sh exec CMD  run CMD with DOCKER_HOST and VILMS_TESTBED_RUNTIME set for it
 #
@@ -134,9 +135,21 @@ down() {
   say "restored the machine's $MACHINE_CONFIG"
 }
 
+release() {
+  [[ -r $ENV_FILE ]] || return 0
+  local running
+  running=$(set -a; source "$ENV_FILE"; docker ps -q --filter label=owner=molecule 2>/dev/null || true)
+  if [[ -n $running ]]; then
+    say "test hosts or the demo box still run on the engine: it stays up"
+  else
+    down
+  fi
+}
+
 case ${1:-} in
   up) up ;;
   down) down ;;
+  release) release ;;
   status)
     if [[ -r $ENV_FILE ]]; then cat "$ENV_FILE"; else echo "no test bed engine in use"; fi ;;
   exec)
