@@ -73,9 +73,9 @@ down() {
       say "Removing $HOST (molecule destroy -s $SCENARIO)"
       talk demo-destroy bash "$REPO/testbed/engine.sh" exec -- molecule destroy -s "$SCENARIO"
     fi
-    # Test hosts still running on the engine (a `make test` in progress) keep it up.
-    bash "$REPO/testbed/engine.sh" release
   fi
+  # Test hosts still running on the engine (a `make test` in progress) keep it up.
+  bash "$REPO/testbed/engine.sh" release
   say "Demo stopped"
 }
 

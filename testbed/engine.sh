@@ -122,7 +122,7 @@ down() {
     fi
   fi
   # dockerd leaves its default network namespace bind-mounted under the exec root.
-  findmnt -rn -o TARGET | grep "^$RUN_DIR/" | sort -r | xargs -r umount -l
+  { findmnt -rn -o TARGET | grep "^$RUN_DIR/" || true; } | sort -r | xargs -r umount -l
   rm -rf "$RUN_DIR"
   if [[ -e $SAVED_CONFIG ]]; then
     cp -p "$SAVED_CONFIG" "$MACHINE_CONFIG" && rm -f "$SAVED_CONFIG"
