@@ -100,11 +100,13 @@ class TurnTakingDispatcher(ThreadedTaskDispatcher):  # type: ignore[misc]  # wai
         for count in range(2 * _THREADS_PER_START, threads + _THREADS_PER_START, _THREADS_PER_START):
             with self.lock:
                 if self._stopping:
-                    return
+                    break
             self.set_thread_count(min(count, threads))
         with self.lock:
             stopping = self._stopping
-        if stopping:  # shut down between the check and the start above: stop what that started
+        # Shut down between a check and the start after it: stop what that start added (waitress's
+        # shutdown has already asked the threads it knew of to stop, not these).
+        if stopping:
             self.set_thread_count(0)
 
     def shutdown(self, cancel_pending: bool = True, timeout: float = 5) -> bool:
