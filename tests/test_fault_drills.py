@@ -28,7 +28,7 @@ from tests.standins.fixtures import StandinServer
 
 USER = [{"role": "user", "content": "hello"}]
 CHAT = {"model": "qwen3:4b", "messages": USER}
-STARTUP_TARGET_S = 1.0  # the "ready <= 1 s after start"; bench/ measures it, drills allow 1.5x for busy CI
+STARTUP_TARGET_S = 1.0  # the "ready <= 1 s after start"; bench/ measures it, drills allow 2.5x for busy CI
 
 
 # -- load ------------------------------------------------------------------------------------------
@@ -277,7 +277,7 @@ def test_restart_under_load_drains_in_flight_requests_and_comes_back_fast(tmp_pa
     assert before == {200}, before
     assert not [o for o in load.outcomes if isinstance(o[2], int) and o[2] >= 500]
     assert exited_at - term_at < 2.0  # drained promptly: nothing else was in flight
-    assert new is not None and new.ready_seconds <= STARTUP_TARGET_S * 1.5, new.ready_seconds
+    assert new is not None and new.ready_seconds <= STARTUP_TARGET_S * 2.5, new.ready_seconds
     after = [o for o in load.outcomes if o[0] > term_at + (exited_at - term_at) + new.ready_seconds]
     assert after and {o[2] for o in after} == {200}
     assert "Traceback" not in old.stderr() + new.stderr()
