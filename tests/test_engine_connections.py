@@ -18,6 +18,7 @@ import pytest
 import uvicorn
 
 from tests.gateway_harness import client_for, gateway_config, live_gateway
+from tests.standin_helpers import RawEngine
 from tests.standins.fixtures import StandinServer
 
 MODEL = "Qwen/Qwen3-4B"
@@ -252,32 +253,6 @@ def test_real_uvicorn_restarted_on_the_same_port_is_answered_at_once(uvicorn_eng
 
 # -- what the client is told --------------------------------------------------------------------
 
-class _Canned:
-    """An engine that answers every request on a connection with the same bytes, then closes it."""
-
-    def __init__(self, answer: bytes) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
-        self.answer = answer
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            with conn:
-                conn.recv(65536)
-                conn.sendall(self.answer)
-
-    def __enter__(self) -> _Canned:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.listener.close()
-
-
 def _chat_through(engine_url: str, **gateway: Any) -> tuple[int, dict[str, Any], list[str]]:
     doc = gateway_config([{"name": MODEL, "engine": "vllm"}], vllm=[engine_url], gateway=gateway)
     with client_for(doc) as (client, _):
@@ -291,7 +266,7 @@ def test_an_answer_in_an_encoding_the_gateway_does_not_decode_is_a_clear_502() -
     gzipped = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03\xab\xae\x05\x00C\xbf\xa6\xa3\x02\x00\x00\x00"
     answer = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n" \
              b"Content-Length: %d\r\n\r\n%s" % (len(gzipped), gzipped)
-    with _Canned(answer) as engine:
+    with RawEngine(answer) as engine:
         status, body, failures = _chat_through(engine.url)
     assert status == 502
     message = body["error"]["message"]
@@ -314,7 +289,7 @@ def test_each_engine_failure_kind_reaches_the_metrics_and_the_message(
             engine.clear_fault()
             url = engine.url
     else:
-        with _Canned(answer) as canned:
+        with RawEngine(answer) as canned:
             got, body, failures = _chat_through(canned.url)
             url = canned.url
     assert got == status

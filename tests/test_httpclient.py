@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import gc
 import socket
-import threading
 from collections.abc import Callable, Iterable
 
 import httpx
 import pytest
 
 from gateway.httpclient import Pace, Pool, Response, _Connection, failure_kind
+from tests.standin_helpers import RawEngine
 from tests.standins.fixtures import StandinServer
 
 CHAT = b'{"model":"m"}'
@@ -272,30 +272,6 @@ def test_the_check_before_reuse_sees_a_real_socket_the_peer_closed() -> None:
     ours.close()
 
 
-class _Hangup:
-    """A backend that accepts connections and closes each at once, counting them."""
-
-    def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
-        self.accepted = 0
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            conn.recv(65536)
-            conn.close()
-
-    def close(self) -> None:
-        self.listener.close()
-
-
 @pytest.mark.parametrize("dies", ["closed_on_read", "reset_on_read", "reset_on_send"])
 def test_a_reused_connection_that_dies_unanswered_is_retried_once_on_a_fresh_one(dies: str) -> None:
     with StandinServer.vllm(model="m") as server:
@@ -319,17 +295,16 @@ def test_a_reused_connection_that_dies_unanswered_is_retried_once_on_a_fresh_one
 
 
 def test_a_fresh_connection_that_dies_unanswered_is_a_failure_and_tried_once() -> None:
-    backend = _Hangup()
-    pool = Pool(backend.url, 4)
-    stale = [_ScriptedSocket([b""]) for _ in range(2)]
-    for sock in stale:
-        _idle(pool, sock)
-    try:
-        with pytest.raises(httpx.RemoteProtocolError, match="without a whole answer"):
-            pool.post("/v1/chat/completions", CHAT_BODY, read_timeout=5, connect_timeout=1)
-    finally:
-        pool.close()
-        backend.close()
+    with RawEngine() as backend:
+        pool = Pool(backend.url, 4)
+        stale = [_ScriptedSocket([b""]) for _ in range(2)]
+        for sock in stale:
+            _idle(pool, sock)
+        try:
+            with pytest.raises(httpx.RemoteProtocolError, match="without a whole answer"):
+                pool.post("/v1/chat/completions", CHAT_BODY, read_timeout=5, connect_timeout=1)
+        finally:
+            pool.close()
     assert [len(sock.sent) for sock in stale] == [0, 1]  # one stale one tried, then one fresh one
     assert backend.accepted == 1
 
