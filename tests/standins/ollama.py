@@ -28,7 +28,8 @@ from .ollama_native import NDJSON, NativeGeneration
 from .ollama_store import Model
 from .ollama_v1 import OpenAILayer
 
-VERSION = "0.12.6"
+# What /api/version reports: the tag the stand-in image was built as (dustynv's builds say "0.0.0").
+VERSION = os.environ.get("STANDIN_OLLAMA_VERSION", "0.13.1")
 DEFAULT_PORT = 11434
 ENV_PREFIXES = ("OLLAMA_", "JETSON_", "NVIDIA_", "CUDA_")
 PULL_MISSING = "pull model manifest: file does not exist"
@@ -221,8 +222,6 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     while argv and os.path.basename(argv[0]) == "ollama":  # `ollama serve` given as the container command
         argv = argv[1:]
-    if argv and os.path.basename(argv[0]) == "start_ollama":  # dustynv/ollama's command
-        argv = ["serve", *argv[1:]]
     if argv and (argv[0] in ("-v", "--version") or (argv[0] != "serve" and not argv[0].startswith("-"))):
         from . import ollama_cli
 
