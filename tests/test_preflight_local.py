@@ -146,3 +146,25 @@ def test_a_box_that_can_work_passes(tmp_path: Path, variables: dict[str, Any]) -
     run = preflight(tmp_path, {"gateway_api_keys": [KEY], **variables})
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "failed=0" in run.stdout
+
+
+# Docker's version and the kernel's raw table as the probes would report them (extra vars beat
+# registered results), on a box whose real Docker and kernel are whatever this machine has.
+NO_RAW = {"_preflight_docker_probe": {"rc": 0, "stdout": "28.0.1"}, "_preflight_raw_probe": {"rc": 1, "stdout": ""}}
+
+
+def test_docker_28_without_iptable_raw_is_refused_with_both_ways_out(tmp_path: Path) -> None:
+    run = preflight(tmp_path, {"gateway_api_keys": [KEY], **JETSON_R36_4, **NO_RAW})
+    output = run.stdout + run.stderr
+    assert run.returncode != 0, output[-3000:]
+    assert "Docker 28.0.1 programs iptables \"raw\" rules" in output and "moby#49557" in output
+    assert "hold Docker at 27.x" in output and "docker_network_no_iptables_raw: true" in output
+
+
+@pytest.mark.parametrize("variables", [
+    {**NO_RAW, "docker_network_no_iptables_raw": True},
+    {**NO_RAW, "_preflight_docker_probe": {"rc": 0, "stdout": "27.5.1"}},
+], ids=["opted out", "docker 27"])
+def test_docker_28_opt_out_or_docker_27_pass(tmp_path: Path, variables: dict[str, Any]) -> None:
+    run = preflight(tmp_path, {"gateway_api_keys": [KEY], **JETSON_R36_4, **variables})
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
