@@ -105,8 +105,9 @@ REFUSED = {
         {"platform_override": "dgpu", "vilms_models": [OLLAMA_LLM, vllm_model()]},
         ["GPU 0 memory is overcommitted: Qwen/Qwen3-0.6B 0.9 + Ollama 0.2 = 1.1"]),
     "two vLLM models on GPU 1": (
-        {"platform_override": "dgpu", "vilms_models": [vllm_model(gpus=[1], gpu_memory_utilization=0.6),
-                                                       vllm_model(name="Qwen/Qwen3-1.7B", gpus=[1], gpu_memory_utilization=0.5)]},
+        {"platform_override": "dgpu",
+         "vilms_models": [vllm_model(gpus=[1], gpu_memory_utilization=0.6),
+                          vllm_model(name="Qwen/Qwen3-1.7B", gpus=[1], gpu_memory_utilization=0.5)]},
         ["GPU 1 memory is overcommitted: Qwen/Qwen3-0.6B 0.6 + Qwen/Qwen3-1.7B 0.5 = 1.1"]),
     "qwen3-vl on Ollama 0.12.6": (
         {"vilms_models": [OLLAMA_LLM, QWEN3_VL], "ollama_version": "0.12.6"},
