@@ -3,10 +3,10 @@
 #
 # Idempotent, run as root on Debian 12; systemd need not be PID 1. It:
 #   1. installs docker.io + debootstrap (skipped when present),
-#   2. installs the capability-filtering runc wrapper and makes it Docker's
-#      default runtime (privileged containers fail here without it),
-#   3. starts dockerd by hand when it is not running,
-#   4. builds the base images when absent, caching the debootstrap roots:
+#   2. picks the engine (testbed/engine.sh): the machine's running dockerd, used
+#      without changing its defaults, or the test bed's own dockerd (own config
+#      file, socket, data root); /etc/docker/daemon.json is left alone,
+#   3. builds the base images when absent, caching the debootstrap roots:
 #        local/debian:bookworm   systemd + python3 root (test host base)
 #        local/pybase:bookworm   minbase + python3 only (stand-in engines base,
 #                                loaded into each test host's inner Docker)
@@ -18,9 +18,6 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CACHE=${VILMS_TESTBED_CACHE:-/var/cache/vilms-testbed}
 REBUILD=${VILMS_TESTBED_REBUILD:-0}
-WRAPPER=/usr/local/bin/runc-capfilter
-DAEMON_JSON=/etc/docker/daemon.json
-DOCKERD_LOG=/var/log/vilms-dockerd.log
 SUITE=bookworm
 # Debian's docker CLI, which matches its daemon (a newer CLI may sit in /usr/local/bin).
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin:$PATH
@@ -44,42 +41,15 @@ if ((${#need[@]})); then
 fi
 step "packages ready"
 
-# --- 2. runtime wrapper + daemon.json ---------------------------------------
-install -m 0755 "$REPO/testbed/runc-capfilter" "$WRAPPER"
-mkdir -p /etc/docker
-[[ -s $DAEMON_JSON ]] || echo '{}' >"$DAEMON_JSON"
-new_json=$(jq --arg w "$WRAPPER" \
-  '.runtimes.capfilter = {path: $w} | ."default-runtime" = "capfilter"' "$DAEMON_JSON")
-config_changed=0
-if [[ $new_json != "$(jq . "$DAEMON_JSON")" ]]; then
-  printf '%s\n' "$new_json" >"$DAEMON_JSON"
-  config_changed=1
-fi
-step "runtime wrapper installed (config changed: $config_changed)"
+# --- 2. the engine: the machine's, or the test bed's own (testbed/engine.sh) -----
+bash "$REPO/testbed/engine.sh" up
+set -a
+# shellcheck source=/dev/null
+source /run/vilms-testbed/env
+set +a
+step "dockerd ready ($(docker info --format '{{.Driver}}') storage, test hosts run under $VILMS_TESTBED_RUNTIME)"
 
-# --- 3. dockerd --------------------------------------------------------------
-if docker info >/dev/null 2>&1; then
-  if ((config_changed)); then
-    # runtimes and default-runtime are reloadable without a restart.
-    kill -HUP "$(cat /var/run/docker.pid)" || true
-    sleep 1
-  fi
-elif command -v systemctl >/dev/null && [[ $(ps -o comm= -p 1) == systemd ]]; then
-  systemctl enable --now docker
-else
-  step "starting dockerd (log: $DOCKERD_LOG)"
-  setsid /usr/sbin/dockerd >"$DOCKERD_LOG" 2>&1 </dev/null &
-fi
-for _ in $(seq 1 60); do
-  docker info >/dev/null 2>&1 && break
-  sleep 0.5
-done
-docker info >/dev/null 2>&1 || { echo "dockerd did not start; see $DOCKERD_LOG" >&2; exit 1; }
-[[ $(docker info --format '{{.DefaultRuntime}}') == capfilter ]] ||
-  { echo "dockerd default runtime is not capfilter" >&2; exit 1; }
-step "dockerd ready ($(docker info --format '{{.Driver}}') storage)"
-
-# --- 4. base images ------------------------------------------------------------
+# --- 3. base images ------------------------------------------------------------
 # debootstrap a root once into a cached tarball; import it when the image is missing.
 make_base() {
   local image=$1 tarball=$2 include=$3 cmd=$4

@@ -76,7 +76,7 @@ def _wait_ready(proc: subprocess.Popen[bytes], url: str, started: float, limit: 
     raise RuntimeError(f"{url} not ready within {limit} s")
 
 
-def gateway_config(backend_url: str, *, local_embeddings: bool = False, threads: int = 16,
+def gateway_config(backend_url: str, *, local_embeddings: bool = False, threads: int | None = None,
                    access_log: bool = True) -> dict[str, Any]:
     def model(name: str, prefix: str, **extra: Any) -> dict[str, Any]:
         return {"name": name, "engine": "ollama", "base-url": f"{backend_url}/{prefix}", **extra}
@@ -88,7 +88,8 @@ def gateway_config(backend_url: str, *, local_embeddings: bool = False, threads:
             "models": [model(bodies.CHAT_MODEL, "plain"), model(bodies.STREAM_MODEL, "sse"),
                        model(bodies.EMBED_MODEL, "embed", type="embedding")],
         },
-        "gateway": {"threads": threads, "access-log": access_log, "probe-interval": 5},
+        # threads None: the gateway's own capacity defaults, as shipped
+        "gateway": {"access-log": access_log, "probe-interval": 5, **({"threads": threads} if threads else {})},
         "embedding": {"enabled": False},
     }
     if local_embeddings:

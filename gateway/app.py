@@ -69,6 +69,9 @@ class Gateway:
         self.metrics = upstreams.metrics if upstreams is not None else Metrics()
         self.upstreams = upstreams or Upstreams(service, metrics=self.metrics, clock=clock)
         self.router = Router(config)
+        self.upstreams.use_models(config.models)
+        # Key failovers are written whether or not requests are: they are rare and need acting on.
+        self.upstreams.remote.events = (self.access_log or AccessLog(stream)).write
         if embedder is None and config.embedding.enabled and not config.embedding.base_url:
             embedder = _local_embedder(config)
         self.embedder = embedder
@@ -78,9 +81,14 @@ class Gateway:
         self.prober = BackendProber(
             self.router.endpoints(), self.upstreams,
             interval=service.probe_interval, timeout=min(service.connect_timeout + 2.0, 5.0),
+            remote=self.router.remote_endpoints(),
         )
         self.fetcher = ImageFetcher(config, transport=image_transport)
-        self.limiter = InflightLimiter(service.inflight_limit)
+        self.limiter = InflightLimiter(
+            service.inflight_limit, queue_size=service.queue_limit, queue_timeout=service.queue_timeout,
+            on_wait=self.metrics.queue_waited,
+        )
+        self.metrics.watch_queue(lambda: self.limiter.queued)
         self.api_keys = ApiKeys(service, clock=clock)
         if not self.api_keys.enabled:
             log.warning(

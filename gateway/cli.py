@@ -11,6 +11,7 @@ from pathlib import Path
 
 from gateway import __version__
 from gateway.config import Config, ConfigError, load_config
+from gateway.keys import KeysUnavailable
 
 EXIT_INVALID = 2
 
@@ -44,7 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", required=True, help="path to config.yaml")
     serve.add_argument("--host", help="listen address (default: gateway.host or 0.0.0.0)")
     serve.add_argument("--port", type=int, help="listen port (default: gateway.port or 8989)")
-    serve.add_argument("--threads", type=int, help="worker threads (default: gateway.threads)")
+    serve.add_argument("--threads", type=int,
+                       help="request threads (default: gateway.threads, else sized from the slots and queue)")
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     validate = commands.add_parser("validate", help="check a config file; exit non-zero on any problem")
     validate.add_argument("--config", required=True)
@@ -76,20 +78,24 @@ def _without_httpx_cli() -> None:
 def _serve(config: Config, args: argparse.Namespace) -> int:
     _without_httpx_cli()
     from gateway.app import Gateway
-    from gateway.server import serve
+    from gateway.serving.server import serve
 
     _configure_logging(args.log_level)
     if args.threads:
         # --threads sizes the request slots and backend pools too, not only waitress's pool.
         config = dataclasses.replace(config, service=dataclasses.replace(config.service, threads=args.threads))
     service = config.service
+    needed = service.inflight_limit + service.queue_limit + 1
+    if service.request_threads < needed:
+        print(f"--threads {service.request_threads} is fewer than max-inflight + queue-size + 1 = {needed}",
+              file=sys.stderr)
+        return EXIT_INVALID
     try:
         gateway = Gateway(config)
-    except OSError as exc:  # an unreadable API key file, for one
+    except (OSError, KeysUnavailable) as exc:  # an unreadable API key file, for one
         print(f"cannot start: {exc}", file=sys.stderr)
         return EXIT_INVALID
-    serve(gateway, host=args.host or service.host, port=args.port or service.port,
-          threads=args.threads or service.threads)
+    serve(gateway, host=args.host or service.host, port=args.port or service.port)
     return 0
 
 
@@ -99,6 +105,11 @@ def _validate(config: Config, args: argparse.Namespace) -> int:
         print(f"{config.source}: invalid configuration:\n  gateway.api-key-file: {key_file} does not exist",
               file=sys.stderr)
         return EXIT_INVALID
+    for i, model in enumerate(config.models):
+        if model.remote and model.api_key_file and not Path(model.api_key_file).is_file():
+            print(f"{config.source}: invalid configuration:\n  serving.models[{i}].api-key-file: "
+                  f"{model.api_key_file} does not exist", file=sys.stderr)
+            return EXIT_INVALID
     aliases = len(config.aliases) + sum(len(m.aliases) for m in config.models)
     embedding = "on" if config.embedding.enabled else "off"
     print(f"{config.source}: OK ({len(config.models)} models, {aliases} aliases, platform {config.platform}, "

@@ -18,9 +18,15 @@ import yaml
 
 from gateway.schema import validate_document
 
-ENGINES = ("ollama", "vllm")
+ENGINES = ("ollama", "vllm", "openai")
+# A key that a service refuses (401/403) stays out of use this long unless the model says otherwise.
+DEFAULT_KEY_COOLDOWN = 3600.0
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 DEFAULT_PORT = 8989
+# Sized for LLM work: every open stream holds a request slot and a thread for seconds to minutes.
+DEFAULT_MAX_INFLIGHT = 1024
+DEFAULT_QUEUE_SIZE = 256
+SPARE_THREADS = 16  # beyond slots and queue: /health, /v1/models, /metrics and quick refusals
 _PLATFORM_NAMES = {"dgpu": "dgpu", "js": "jetson", "jetson": "jetson", "cpu": "cpu"}
 
 # Upper-case keys some old configs used; each maps onto its place in the current format.
@@ -58,6 +64,22 @@ class ModelEntry:
     base_urls: tuple[str, ...] = ()
     port: int | None = None
     fallback: tuple[str, ...] = ()
+    # engine: openai only (gateway/keys.py, gateway/budget.py)
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    api_key_file: str | None = None
+    api_key_env: str | None = None
+    key_cooldown: float = DEFAULT_KEY_COOLDOWN
+    max_requests_per_day: int | None = None
+    upstream_model: str | None = None  # the name the service knows the model by (default: name)
+
+    @property
+    def remote(self) -> bool:
+        """An OpenAI-compatible service beyond the box: a peer box's gateway or a cloud API."""
+        return self.engine == "openai"
+
+    @property
+    def wire_name(self) -> str:
+        return self.upstream_model or self.name
 
 
 @dataclass(frozen=True)
@@ -77,9 +99,14 @@ class EmbeddingSettings:
 class ServiceSettings:
     host: str = "0.0.0.0"
     port: int = DEFAULT_PORT
-    threads: int = 16
-    connection_limit: int = 200
+    # The capacity model (docs/configuration.md): None = sized from the others; see the properties.
+    threads: int | None = None
+    connection_limit: int = 4096
     max_inflight: int | None = None
+    queue_size: int | None = None
+    queue_timeout: float = 30.0
+    idle_timeout: float = 60.0
+    header_timeout: float = 10.0
     max_body_bytes: int = 20 * 1024 * 1024
     api_keys: tuple[str, ...] = ()
     api_key_file: str | None = None
@@ -103,9 +130,32 @@ class ServiceSettings:
     drain_seconds: float = 30.0
 
     @property
+    def queue_limit(self) -> int:
+        """Requests that may wait for a request slot (each waits on a thread of its own)."""
+        if self.queue_size is not None:
+            return self.queue_size
+        if self.threads is None:
+            return DEFAULT_QUEUE_SIZE
+        if self.max_inflight is not None:
+            return max(0, self.threads - 1 - self.max_inflight)
+        return (self.threads - 1) // 4  # a quarter of what the kept thread leaves
+
+    @property
     def inflight_limit(self) -> int:
-        # One worker thread is kept out of upstream work so /health answers while every other is busy.
-        return self.max_inflight or max(1, self.threads - 1)
+        """Requests doing upstream work at once, streams included."""
+        if self.max_inflight is not None:
+            return self.max_inflight
+        if self.threads is None:
+            return DEFAULT_MAX_INFLIGHT
+        # One worker thread is kept out of upstream work and the queue, so /health always answers.
+        return max(1, self.threads - 1 - self.queue_limit)
+
+    @property
+    def request_threads(self) -> int:
+        """waitress's request threads: every request slot and queue place, plus threads for the rest."""
+        if self.threads is not None:
+            return self.threads
+        return self.inflight_limit + self.queue_limit + SPARE_THREADS
 
 
 @dataclass(frozen=True)
@@ -178,6 +228,17 @@ def normalize_base_url(url: str) -> str:
     return url
 
 
+def remote_base_url(url: str) -> str:
+    """An engine: openai ``base-url`` names the service's API root (``.../v1``, or for some services
+    another path) and is kept as given: requests go to ``<base-url>/chat/completions``. Only a full
+    endpoint path someone pasted is cut off."""
+    url = url.strip().rstrip("/")
+    for suffix in ("/chat/completions", "/embeddings"):
+        if url.endswith(suffix):
+            return url[: -len(suffix)].rstrip("/")
+    return url
+
+
 def expand_url(template: str, model: ModelEntry) -> str:
     """Fill a vLLM URL template: ``{}``/``{model}``/``{name}`` is the model name, ``{slug}`` a
     DNS-safe form of it, ``{port}`` the model's port."""
@@ -234,6 +295,12 @@ def _model(raw: dict[str, Any]) -> ModelEntry:
         base_urls=tuple(dict.fromkeys(urls)),
         port=raw.get("port"),
         fallback=tuple(raw.get("fallback") or ()),
+        api_keys=tuple(raw.get("api-keys") or ()),
+        api_key_file=raw.get("api-key-file"),
+        api_key_env=raw.get("api-key-env"),
+        key_cooldown=float(raw.get("key-cooldown", DEFAULT_KEY_COOLDOWN)),
+        max_requests_per_day=raw.get("max-requests-per-day"),
+        upstream_model=raw.get("upstream-model"),
     )
 
 
@@ -266,6 +333,25 @@ def _service(raw: dict[str, Any]) -> ServiceSettings:
     return ServiceSettings(**values)
 
 
+def _remote_model_problems(config: Config) -> list[str]:
+    problems: list[str] = []
+    for i, model in enumerate(config.models):
+        where = f"serving.models[{i}]"
+        if not model.remote:
+            for key, value in (("api-keys", model.api_keys), ("api-key-file", model.api_key_file),
+                               ("api-key-env", model.api_key_env),
+                               ("max-requests-per-day", model.max_requests_per_day)):
+                if value:
+                    problems.append(f"{where}.{key}: only for engine: openai")
+            continue
+        if len(model.base_urls) != 1:
+            problems.append(f"{where}.base-url: engine: openai needs exactly one base-url (the service's /v1),"
+                            " and no hosts")
+        if sum(bool(k) for k in (model.api_keys, model.api_key_file, model.api_key_env)) > 1:
+            problems.append(f"{where}: give one of api-keys, api-key-file or api-key-env")
+    return problems
+
+
 def _semantic_problems(config: Config) -> list[str]:
     problems: list[str] = []
     names: dict[str, int] = {}
@@ -278,12 +364,19 @@ def _semantic_problems(config: Config) -> list[str]:
         for target in model.fallback:
             if target not in known:
                 problems.append(f"serving.models[{i}].fallback: {target!r} is not a model or alias")
+    problems += _remote_model_problems(config)
     formatter = string.Formatter()
     for template in config.vllm_urls:
         for _, field_name, _, _ in formatter.parse(template):
             if field_name not in (None, "", "0", "model", "name", "slug", "port"):
                 problems.append(f"serving.vllm-base-url: unknown field {{{field_name}}} in {template!r}")
     service = config.service
+    needed = service.inflight_limit + service.queue_limit + 1
+    if service.request_threads < needed:
+        problems.append(
+            f"gateway.threads: {service.request_threads} is fewer than max-inflight + queue-size + 1 = {needed}"
+            " (queued requests wait on a thread each, and one is kept for /health); leave it unset to size it"
+        )
     if service.backoff_max < service.backoff_base:
         problems.append("gateway.backoff-max: must be at least gateway.backoff-base")
     return problems

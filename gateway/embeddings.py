@@ -112,6 +112,7 @@ def _embeds(route: Route) -> bool:
 class EmbeddingService:
     def __init__(self, settings: EmbeddingSettings, upstreams: Upstreams, local: Embedder | None) -> None:
         self.settings = settings
+        self.metrics = upstreams.metrics
         self._upstreams = upstreams
         self._local = local
         self._remote: httpx.Client | None = None
@@ -127,13 +128,18 @@ class EmbeddingService:
     def local_loaded(self) -> bool:
         return self._local is not None and self._local.loaded
 
-    def embed(self, body: dict[str, Any], texts: list[str], route: Route | None, deadline: float) -> dict[str, Any]:
-        """``route``: an engine model of type embedding (from :class:`EmbeddingNames`), or None for
-        the embedding section."""
+    def embed(self, body: dict[str, Any], texts: list[str], route: Route | None, deadline: float,
+              *, forwarded: bool = False) -> tuple[dict[str, Any], str]:
+        """The answer and the model that served it. ``route``: an engine model of type embedding
+        (from :class:`EmbeddingNames`), or None for the embedding section. ``forwarded``: another
+        gateway sent it (answered by this box's engines only)."""
         encoding = body.get("encoding_format", "float")
         requested = body["model"]
         if route is not None:
-            return self._via_engine(body, texts, route, deadline, encoding, requested)
+            return self._via_engine(body, texts, route, deadline, encoding, requested, forwarded)
+        return self._via_section(texts, encoding, requested), self.settings.model
+
+    def _via_section(self, texts: list[str], encoding: str, requested: str) -> dict[str, Any]:
         if not self.settings.enabled:
             raise EmbeddingsDisabled("Embedding is disabled in config (embedding.enabled is false).",
                                      param="model")
@@ -149,14 +155,15 @@ class EmbeddingService:
         return response_body(result.vectors, requested, result.prompt_tokens, encoding)
 
     def _via_engine(
-        self, body: dict[str, Any], texts: list[str], route: Route, deadline: float, encoding: str, requested: str
-    ) -> dict[str, Any]:
+        self, body: dict[str, Any], texts: list[str], route: Route, deadline: float, encoding: str, requested: str,
+        forwarded: bool = False,
+    ) -> tuple[dict[str, Any], str]:
         def build(target: Any) -> bytes:
             # Always ask for floats: not every engine version speaks base64, and we re-encode anyway.
-            return wirejson.dumps({**body, "model": target.model.name, "input": texts, "encoding_format": "float"})
+            return wirejson.dumps({**body, "model": target.model.wire_name, "input": texts, "encoding_format": "float"})
 
-        result = self._upstreams.call(route.targets, "/v1/embeddings", build, deadline=deadline)
-        return self._reshape(result.content, requested, encoding)
+        result = self._upstreams.call(route.targets, "/v1/embeddings", build, deadline=deadline, forwarded=forwarded)
+        return self._reshape(result.content, requested, encoding), result.target.model.name
 
     def _via_remote(self, texts: list[str], encoding: str, requested: str) -> dict[str, Any]:
         assert self._remote is not None

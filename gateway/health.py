@@ -37,8 +37,13 @@ class BackendProber:
         interval: float,
         timeout: float,
         clock: Callable[[], float] = time.time,
+        remote: dict[str, str] | None = None,
     ) -> None:
         self._endpoints = endpoints  # base URL -> engine
+        # engine: openai base URL -> model. Not probed: a cloud counts (and may rate limit) every
+        # call, a probe every few seconds from every box included. What /health/ready shows of them
+        # is what requests found: failures and cooldown.
+        self._remote = remote or {}
         self._upstreams = upstreams
         self._interval = interval
         self._timeout = timeout
@@ -93,5 +98,14 @@ class BackendProber:
                 "detail": "not probed yet" if result is None else result.detail,
                 **cooldown.get(url, {}),
             }
+        # Ready when the box's own engines are: peers and clouds are a fallback, not the box.
         ready = any(b["up"] for b in backends.values())
-        return ready, {"status": "ready" if ready else "unavailable", "backends": backends}
+        body: dict[str, Any] = {"status": "ready" if ready else "unavailable", "backends": backends}
+        if self._remote:
+            body["remote"] = {
+                url: {"engine": "openai", "model": model, "probed": False,
+                      **cooldown.get(url, {"consecutive_failures": 0, "cooled_down_for_seconds": 0.0,
+                                           "last_error": None})}
+                for url, model in self._remote.items()
+            }
+        return ready, body

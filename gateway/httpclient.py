@@ -364,8 +364,9 @@ class Pool:
                 return conn
             conn.close()
 
-    def post(self, path: str, body: bytes, *, read_timeout: float, connect_timeout: float) -> Response:
-        request = f"POST {self.prefix}{path} {self._head}{len(body)}\r\n\r\n".encode("latin-1") + body
+    def post(self, path: str, body: bytes, *, read_timeout: float, connect_timeout: float, head: str = "") -> Response:
+        """``head``: more header lines, each ending in CRLF (a service's Authorization, the hop marker)."""
+        request = f"POST {self.prefix}{path} {self._head}{len(body)}\r\n{head}\r\n".encode("latin-1") + body
         conn = self._take_idle()
         if conn is not None:
             conn.timeout = read_timeout
@@ -377,9 +378,13 @@ class Pool:
             # The backend closed it as the request went out (its keep-alive ran out, or it restarted):
             # nothing was answered, so the request goes once more, on a fresh connection and never on
             # another idle one, which may be just as stale. A fresh connection the backend hangs up
-            # on is a real failure. Go's net/http draws the same line (shouldRetryRequest: "This
-            # was a fresh connection. There's no reason the server should've hung up on us"), and
-            # httpcore and urllib3 make the same check before reuse (``_take_idle``).
+            # on is a real failure. Go's net/http (transport.go, shouldRetryRequest) draws the same
+            # lines: a reused connection's EOF before the answer is "Probably an unfortunately
+            # keep-alive timeout, just as the client was writing a request", retried on a new
+            # connection, but "This was a fresh connection. There's no reason the server should've
+            # hung up on us", not retried. Go retries only replayable requests; ours are: the body
+            # is in memory, and an engine that closed unanswered has not produced anything.
+            # httpcore and urllib3 make the check before reuse (``_take_idle``).
         conn = self._connect(connect_timeout)
         conn.timeout = read_timeout
         with _InHttpxTerms(conn.close, "request"):

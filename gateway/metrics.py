@@ -48,6 +48,50 @@ class Metrics:
             registry=self.registry,
         )
 
+        # Beyond the box (engine: openai models) and per-model figures (docs/configuration.md).
+        self.key_failovers = Counter(
+            "vilms_key_failovers", "API keys of an engine: openai model taken out of use, by reason.",
+            ["model", "reason"], registry=self.registry,
+        )
+        self.remote_requests_left = Gauge(
+            "vilms_remote_requests_left_today", "What is left of an engine: openai model's max-requests-per-day.",
+            ["model"], registry=self.registry,
+        )
+        self.model_requests = Counter(
+            "vilms_model_requests", "Requests answered by a model, by the model asked for and the model that served.",
+            ["requested", "served"], registry=self.registry,
+        )
+        self.model_latency = Histogram(
+            "vilms_model_request_duration_seconds", "Time to the answer's head (streams: first byte), per model.",
+            ["requested", "served"], buckets=_LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.model_tokens = Counter(
+            "vilms_model_tokens", "Tokens from the answers' usage (in: prompt, out: completion).",
+            ["requested", "served", "direction"], registry=self.registry,
+        )
+
+        self.queue_depth = Gauge(
+            "vilms_queue_depth", "Requests waiting for a request slot now.", registry=self.registry,
+        )
+        self.queue_wait = Histogram(
+            "vilms_queue_wait_seconds", "Time requests waited for a request slot (those that queued).",
+            buckets=_LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.queue_refused = Counter(
+            "vilms_queue_refused", "Requests refused with 429 by the slot queue: full, or its wait ran out.",
+            ["reason"], registry=self.registry,
+        )
+
+    def watch_queue(self, depth: Callable[[], int]) -> None:
+        self.queue_depth.set_function(lambda: float(depth()))
+
+    def queue_waited(self, seconds: float, outcome: str) -> None:
+        """The slot queue's report for one request that found every slot busy."""
+        if outcome != "full":
+            self.queue_wait.observe(seconds)
+        if outcome != "served":
+            self.queue_refused.labels(outcome).inc()
+
     def watch_embedding(self, loaded: Callable[[], bool]) -> None:
         self.embedding_loaded.set_function(lambda: 1.0 if loaded() else 0.0)
 

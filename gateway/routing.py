@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
-from gateway.config import Config, ModelEntry, expand_url, normalize_base_url
+from gateway.config import Config, ModelEntry, expand_url, normalize_base_url, remote_base_url
 from gateway.errors import ModelNotFound
+from gateway.keys import KeysUnavailable, load_keys
 
 # The old gateway retried between the loopback name and the compose service name of each engine.
 _ALTERNATE_HOST = {"ollama": ("vilms-ollama", 11434), "vllm": ("vilms-vllm", 8000)}
@@ -37,6 +38,13 @@ class Route:
     @property
     def primary(self) -> Target:
         return self.targets[0]
+
+    @property
+    def owned_by(self) -> str:
+        """``vilms``, or for an engine: openai model the service's host name."""
+        if self.targets and self.primary.model.remote:
+            return urlsplit(self.primary.endpoints[0]).hostname or "vilms"
+        return "vilms"
 
 
 class Router:
@@ -84,8 +92,19 @@ class Router:
         seen: dict[str, str] = {}
         for route in self._routes.values():
             for target in route.targets:
+                if target.model.remote:
+                    continue  # not the box's own engines: see remote_endpoints
                 for url in target.endpoints:
                     seen.setdefault(url, target.engine)
+        return seen
+
+    def remote_endpoints(self) -> dict[str, str]:
+        """Every engine: openai base URL (peer boxes, cloud services) and the model entry it serves."""
+        seen: dict[str, str] = {}
+        for model in self._config.models:
+            if model.remote:
+                for url in self._endpoints_for(model, "openai"):
+                    seen.setdefault(url, model.name)
         return seen
 
     def explain(self, name: str) -> str:
@@ -98,11 +117,17 @@ class Router:
             where = emb.base_url or f"local sentence-transformers ({emb.model}, device {emb.device})"
             lines.append(f"  embeddings served by {where}")
             return "\n".join(lines)
-        for i, target in enumerate(route.targets):
+        ordered = [t for t in route.targets if not t.model.remote] + [t for t in route.targets if t.model.remote]
+        for i, target in enumerate(ordered):
             label = "primary" if i == 0 else f"fallback {i}"
-            lines.append(f"  {label}: {target.model.name} on {target.engine} ({target.reason})")
+            if target.model.remote:
+                lines.append(f"  {label}: {target.model.name} beyond the box ({_remote_summary(target.model)})")
+            else:
+                lines.append(f"  {label}: {target.model.name} on {target.engine} ({target.reason})")
             for j, url in enumerate(target.endpoints, 1):
                 lines.append(f"    {j}. {url}")
+        if any(t.model.remote for t in route.targets):
+            lines.append("  order: the box's own engines first, cooled-down ones included; then engine: openai")
         return "\n".join(lines)
 
     # -- construction --------------------------------------------------------------------------
@@ -143,6 +168,8 @@ class Router:
 
     def choose_engine(self, model: ModelEntry, requested: str) -> tuple[str, str]:
         config = self._config
+        if model.remote:
+            return "openai", "the model's engine is openai"
         if config.forced_engine == "ollama":
             return "ollama", "serving.engine is ollama"
         if config.platform in ("jetson", "cpu"):
@@ -156,6 +183,8 @@ class Router:
         return "vllm", "default for text models on dgpu"
 
     def _endpoints_for(self, model: ModelEntry, engine: str) -> tuple[str, ...]:
+        if model.remote:
+            return tuple(remote_base_url(u) for u in model.base_urls)
         if model.base_urls:
             return tuple(dict.fromkeys(expand_url(u, model) for u in model.base_urls))
         templates = self._config.ollama_urls if engine == "ollama" else self._config.vllm_urls
@@ -163,6 +192,20 @@ class Router:
         if self._config.alternate_hosts:
             urls += [alt for u in urls if (alt := _alternate(u, engine))]
         return tuple(dict.fromkeys(urls))
+
+
+def _remote_summary(model: ModelEntry) -> str:
+    try:
+        count = f"{len(load_keys(model))} API keys"
+    except KeysUnavailable as exc:
+        count = f"no API keys: {exc}"
+    if model.api_key_file:
+        count += f" from {model.api_key_file}"
+    elif model.api_key_env:
+        count += f" from ${model.api_key_env}"
+    budget = f", at most {model.max_requests_per_day} requests a day" if model.max_requests_per_day is not None else ""
+    served_as = f", asked for as {model.upstream_model!r}" if model.upstream_model else ""
+    return f"engine openai, {count}{budget}{served_as}"
 
 
 def _alternate(url: str, engine: str) -> str | None:

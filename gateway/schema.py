@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Any
 
 from cerberus import Validator, errors
@@ -13,6 +14,7 @@ _URL_LIST = {"type": "list", "schema": _URL}
 _POSITIVE = {"type": "number", "min": 0.001}
 _NAME_LIST = {"type": "list", "schema": {"type": "string", "empty": False}}
 _ENGINES = ["ollama", "vllm"]
+_MODEL_ENGINES = [*_ENGINES, "openai"]  # openai: a service beyond the box, per model only
 PLATFORMS = ["dgpu", "js", "jetson", "cpu"]
 
 
@@ -35,10 +37,15 @@ def _network_check(field: str, value: Any, error: Any) -> None:
         error(field, f"{value!r} is not an IP network (like 192.168.10.0/24, 10.0.0.7 or fd00::/8)")
 
 
+def _env_name_check(field: str, value: Any, error: Any) -> None:
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+        error(field, f"{value!r} is not an environment variable name")
+
+
 MODEL_SCHEMA: dict[str, Any] = {
     "name": {"type": "string", "required": True, "empty": False},
     "type": {"type": "string", "empty": False},
-    "engine": {"type": "string", "allowed": _ENGINES, "nullable": True},
+    "engine": {"type": "string", "allowed": _MODEL_ENGINES, "nullable": True},
     "aliases": _NAME_LIST,
     "params": {"check_with": _params_check, "nullable": True},
     "base-url": {**_URL, "nullable": True},
@@ -46,6 +53,13 @@ MODEL_SCHEMA: dict[str, Any] = {
     "port": {"type": "integer", "min": 1, "max": 65535, "nullable": True},
     "fallback": _NAME_LIST,
     "path": {"type": "string", "nullable": True},
+    # engine: openai (docs/configuration.md, "Beyond the box")
+    "api-keys": {"type": "list", "schema": {"type": "string", "empty": False}},
+    "api-key-file": {"type": "string", "empty": False, "nullable": True},
+    "api-key-env": {"type": "string", "check_with": _env_name_check, "nullable": True},
+    "key-cooldown": {"type": "number", "min": 0},
+    "max-requests-per-day": {"type": "integer", "min": 0, "nullable": True},
+    "upstream-model": {"type": "string", "empty": False, "nullable": True},
 }
 
 SCHEMA: dict[str, Any] = {
@@ -96,9 +110,13 @@ SCHEMA: dict[str, Any] = {
         "schema": {
             "host": {"type": "string", "empty": False},
             "port": {"type": "integer", "min": 1, "max": 65535},
-            "threads": {"type": "integer", "min": 1, "max": 512},
+            "threads": {"type": "integer", "min": 1, "max": 8192, "nullable": True},
             "connection-limit": {"type": "integer", "min": 1},
             "max-inflight": {"type": "integer", "min": 1, "nullable": True},
+            "queue-size": {"type": "integer", "min": 0, "nullable": True},
+            "queue-timeout": {"type": "number", "min": 0},
+            "idle-timeout": _POSITIVE,
+            "header-timeout": _POSITIVE,
             "max-body-bytes": {"type": "integer", "min": 1024},
             "api-keys": {"type": "list", "schema": {"type": "string", "minlength": 8}},
             "api-key-file": {"type": "string", "nullable": True},

@@ -27,7 +27,7 @@ class ChatShaper:
 
         def build(target: Target) -> bytes:
             model = target.model
-            body = {**model.params, **request, "model": model.name}
+            body = {**model.params, **request, "model": model.wire_name}
             limit = model.max_frames or self._default_max_frames
             if _has_images(body):
                 body["messages"] = self._shape_messages(body["messages"], limit, target.engine, inlined)
@@ -64,6 +64,10 @@ class ChatShaper:
         if not url.startswith(("http://", "https://")):
             raise ImageUnavailable(f"Unsupported image URL scheme in {url[:40]!r}: use http(s) or data URLs.",
                                    param=param)
+        if engine == "openai":
+            # A service beyond the box is sent the URL as the client gave it: it fetches from where it
+            # is, and a peer box's own gateway applies its own image-fetch rules.
+            return part
         # vLLM too gets images inline: it would fetch a URL from anywhere, the box's loopback and cloud
         # metadata included; the gateway fetches only where gateway.image-fetch-networks lets it.
         if url not in inlined:

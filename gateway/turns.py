@@ -36,6 +36,10 @@ class Turns:
         self._on_free = on_free  # called when a release finds nobody waiting
         self._mutex = threading.Lock()
         self._taken = False
+        # For a watchdog (gateway/serving/turnwatch.py): who holds the turn, and a count that moves
+        # whenever a holder takes it or starts another request (``next_stretch``).
+        self._holder: int | None = None
+        self._stretch = 0
         self._resuming: deque[threading.Lock] = deque()
         self._starting: deque[threading.Lock] = deque()
 
@@ -43,16 +47,21 @@ class Turns:
         with self._mutex:
             if not self._taken:
                 self._taken = True
+                self._holder = threading.get_ident()
+                self._stretch += 1
                 _local.turns = self
                 return
             baton = threading.Lock()
             baton.acquire()
             (self._resuming if resuming else self._starting).append(baton)
         baton.acquire()  # the releasing thread hands the turn over by releasing our baton
+        self._holder = threading.get_ident()
+        self._stretch += 1
         _local.turns = self
 
     def release(self) -> None:
         _local.turns = None
+        self._holder = None
         with self._mutex:
             queue = self._resuming or self._starting
             if queue:
@@ -65,6 +74,16 @@ class Turns:
     @property
     def taken(self) -> bool:
         return self._taken
+
+    @property
+    def holder(self) -> tuple[int | None, int]:
+        """The thread holding the turn (None when free) and the current stretch's number: a holder
+        that keeps one stretch long runs Python without giving its turn up."""
+        return self._holder, self._stretch
+
+    def next_stretch(self) -> None:
+        """The holder starts another piece of work (a request) without giving its turn up."""
+        self._stretch += 1
 
     @property
     def queued(self) -> int:

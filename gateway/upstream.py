@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from gateway import tls, turns
-from gateway.config import ServiceSettings
+from gateway.config import ModelEntry, ServiceSettings
 from gateway.errors import (
     GatewayError,
     InvalidRequest,
@@ -25,6 +25,7 @@ from gateway.errors import (
 )
 from gateway.httpclient import TIMEOUT_KINDS, Pool, Response, failure_kind
 from gateway.metrics import Metrics
+from gateway.remote import HOP_HEADER, HOP_LINE, RemoteAccess
 from gateway.routing import Target
 
 BodyBuilder = Callable[[Target], bytes]
@@ -54,13 +55,17 @@ class UpstreamResult:
 
 
 class _Failure:
-    __slots__ = ("body", "endpoint", "kind", "status")
+    __slots__ = ("body", "endpoint", "kind", "note", "status")
 
-    def __init__(self, endpoint: str, kind: str, status: int = 0, body: bytes = b"") -> None:
-        self.endpoint, self.kind, self.status, self.body = endpoint, kind, status, body
+    def __init__(self, endpoint: str, kind: str, status: int = 0, body: bytes = b"", note: str = "") -> None:
+        self.endpoint, self.kind, self.status, self.body, self.note = endpoint, kind, status, body, note
 
     def describe(self) -> str:
-        return f"{self.endpoint} ({f'HTTP {self.status}' if self.status else self.kind})"
+        return f"{self.endpoint} ({self.note or (f'HTTP {self.status}' if self.status else self.kind)})"
+
+
+# What a service beyond the box says about the key it was sent: refused (401, 403) or rate limited (429).
+_KEY_STATUSES = frozenset((401, 403, 429))
 
 
 class Upstreams:
@@ -80,6 +85,11 @@ class Upstreams:
         self._pools: dict[str, Pool] = {}
         self._states: dict[str, EndpointState] = {}
         self._lock = threading.Lock()
+        self.remote = RemoteAccess(metrics=self.metrics, clock=clock)
+
+    def use_models(self, models: Sequence[ModelEntry]) -> None:
+        """Load the keys and budgets of the engine: openai models among ``models``."""
+        self.remote = RemoteAccess(models, self.metrics, clock=self._clock)
 
     # -- endpoint bookkeeping -----------------------------------------------------------------
     def pool(self, base_url: str) -> Pool:
@@ -88,7 +98,7 @@ class Upstreams:
         if pool is None:
             with self._lock:
                 pool = self._pools.setdefault(base_url, Pool(
-                    base_url, self.settings.threads + 4, idle_seconds=self.settings.engine_idle_seconds))
+                    base_url, self.settings.inflight_limit + 4, idle_seconds=self.settings.engine_idle_seconds))
         return pool
 
     def client(self, base_url: str) -> httpx.Client:
@@ -98,7 +108,7 @@ class Upstreams:
             with self._lock:
                 client = self._clients.get(base_url)
                 if client is None:
-                    pool = self.settings.threads + 4
+                    pool = self.settings.inflight_limit + 4
                     client = httpx.Client(
                         base_url=base_url,
                         limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
@@ -162,31 +172,87 @@ class Upstreams:
         *,
         deadline: float,
         stream: bool = False,
+        forwarded: bool = False,
     ) -> UpstreamResult:
-        """Try every target's endpoints in order until one answers 2xx; raise the best-fitting error."""
+        """Try every target's endpoints in order until one answers 2xx; raise the best-fitting error.
+
+        ``forwarded``: the request came from another gateway (``X-Vilms-Hop``); it is answered by
+        this box's own engines or not at all."""
         failures: list[_Failure] = []
-        plan = self._plan(targets)
+        plan = self._plan(targets, local_only=forwarded)
+        if not plan and forwarded:
+            raise UpstreamUnavailable(
+                f"{targets[0].model.name!r} has no engine on this box, and the request was forwarded by "
+                f"another gateway ({HOP_HEADER}): a forwarded request is never forwarded again.")
         bodies: dict[int, bytes] = {}
         for target_index, target, endpoint in plan:
             if target_index not in bodies:
                 bodies[target_index] = build_body(target)
-            result = self._try_endpoint(target, endpoint, path, bodies[target_index], deadline, stream, failures)
+            if target.model.remote:
+                result = self._try_remote(target, endpoint, path[3:] if path.startswith("/v1/") else path,
+                                          bodies[target_index], deadline, stream, failures)
+            else:
+                result = self._try_endpoint(target, endpoint, path, bodies[target_index], deadline, stream, failures)
             if result is not None:
                 if target_index > 0:
-                    self.metrics.fallbacks.labels("model", targets[0].model.name, target.model.name).inc()
+                    kind = "remote" if target.model.remote else "model"
+                    self.metrics.fallbacks.labels(kind, targets[0].model.name, target.model.name).inc()
                 elif endpoint != target.endpoints[0]:
                     self.metrics.fallbacks.labels("endpoint", target.model.name, target.model.name).inc()
                 return result
         raise self._final_error(targets, failures)
 
-    def _plan(self, targets: Sequence[Target]) -> list[tuple[int, Target, str]]:
+    def _plan(self, targets: Sequence[Target], *, local_only: bool = False) -> list[tuple[int, Target, str]]:
         ready: list[tuple[int, Target, str]] = []
         cooled: list[tuple[int, Target, str]] = []
+        remote_ready: list[tuple[int, Target, str]] = []
+        remote_cooled: list[tuple[int, Target, str]] = []
         for i, target in enumerate(targets):
+            remote = target.model.remote
+            if remote and local_only:
+                continue
             for endpoint in target.endpoints:
-                (cooled if self.is_cooled(endpoint) else ready).append((i, target, endpoint))
+                if self.is_cooled(endpoint):
+                    (remote_cooled if remote else cooled).append((i, target, endpoint))
+                else:
+                    (remote_ready if remote else ready).append((i, target, endpoint))
         # Cooled endpoints are a last resort: better a slow answer than none when all are cooling down.
-        return ready + cooled
+        # Edge first: every endpoint of the box's own engines, cooled-down ones included, comes before
+        # any engine: openai model; a request leaves the box only when the box cannot answer it.
+        return ready + cooled + remote_ready + remote_cooled
+
+    def _try_remote(
+        self, target: Target, endpoint: str, path: str, body: bytes, deadline: float, stream: bool,
+        failures: list[_Failure],
+    ) -> UpstreamResult | None:
+        """An engine: openai model: within its daily budget, with each usable key in turn."""
+        name = target.model.name
+        budget = self.remote.budgets.get(name)
+        if budget is not None and not budget.take():
+            failures.append(_Failure(endpoint, "budget_spent",
+                                     note=f"its max-requests-per-day of {budget.limit} is spent for today"))
+            return None
+        result = self._with_keys(target, endpoint, path, body, deadline, stream, failures)
+        if result is None and budget is not None:
+            budget.give_back()
+        return result
+
+    def _with_keys(
+        self, target: Target, endpoint: str, path: str, body: bytes, deadline: float, stream: bool,
+        failures: list[_Failure],
+    ) -> UpstreamResult | None:
+        pool = self.remote.pool(target.model.name)
+        if not len(pool):
+            return self._try_endpoint(target, endpoint, path, body, deadline, stream, failures, head=HOP_LINE)
+        for index in pool.usable():
+            refused: list[int] = []
+            result = self._try_endpoint(target, endpoint, path, body, deadline, stream, failures,
+                                        head=pool.head(index) + HOP_LINE, key=(index, refused))
+            if result is not None or not refused:
+                return result  # answered, or failed for a reason another key would not change
+        out = ", ".join(f"{count} {reason.replace('_', ' ')}" for reason, count in sorted(pool.out_reasons().items()))
+        failures.append(_Failure(endpoint, "keys_out", note=f"every API key is out of use: {out or 'none usable'}"))
+        return None
 
     def _try_endpoint(
         self,
@@ -197,7 +263,12 @@ class Upstreams:
         deadline: float,
         stream: bool,
         failures: list[_Failure],
+        *,
+        head: str = "",
+        key: tuple[int, list[int]] | None = None,
     ) -> UpstreamResult | None:
+        """``head``: extra request-head lines (a remote model's key and hop marker). ``key``: the index
+        of the key in use and a list it is appended to when the service refuses the key."""
         pool = self.pool(endpoint)
         for attempt in range(self.settings.retries + 1):
             remaining = deadline - self._clock()
@@ -211,6 +282,7 @@ class Upstreams:
                     path, body,
                     read_timeout=min(self.settings.read_timeout, remaining),
                     connect_timeout=min(self.settings.connect_timeout, remaining),
+                    head=head,
                 )
             except httpx.TransportError as exc:
                 self._fail(failures, endpoint, failure_kind(exc))
@@ -224,6 +296,15 @@ class Upstreams:
             if status < 400:
                 return self._accept(response, target, endpoint, stream, failures)
             content = self._read_quietly(response)
+            if status in _KEY_STATUSES and target.model.remote:
+                # Never relayed: a service's refusal may quote the key, and it is about our key,
+                # not the client's request.
+                failures.append(_Failure(endpoint, "key_refused", status))
+                self.record_failure(endpoint, f"http_{status}", counts_for_cooldown=False)
+                if key is not None:
+                    self.remote.key_failover(target.model.name, key[0], status, response.headers.get("retry-after"))
+                    key[1].append(status)
+                return None
             if status == 429 or status >= 500:
                 failure = _Failure(endpoint, "http_error", status, content)
                 failures.append(failure)
@@ -238,7 +319,10 @@ class Upstreams:
                 failures.append(_Failure(endpoint, "model_missing", status, content))
                 self.record_failure(endpoint, "http_404", counts_for_cooldown=False)
                 return None
-            raise InvalidRequest(_upstream_message(content, status), status=status, code="upstream_rejected")
+            message = _upstream_message(content, status)
+            if target.model.remote:
+                message = self.remote.redact(target.model.name, message)
+            raise InvalidRequest(message, status=status, code="upstream_rejected")
         return None
 
     def _accept(
@@ -298,6 +382,8 @@ class Upstreams:
                 f"The model {name!r} is configured but no backend has it (is it pulled?). Tried: {tried}.",
                 param="model",
             )
+        if "keys_out" in kinds or "budget_spent" in kinds:
+            return UpstreamUnavailable(f"No backend for {name!r} could answer. Tried: {tried}.")
         if statuses and all(s == 429 for s in statuses):
             return UpstreamRateLimited(f"Every backend for {name!r} is rate limiting. Tried: {tried}.",
                                        headers={"Retry-After": "1"})

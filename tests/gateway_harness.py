@@ -15,9 +15,9 @@ import falcon.testing
 import httpx
 
 from gateway.app import Gateway
-from gateway.channel import HeadWithBodyChannel, _serving
 from gateway.config import parse_config
-from gateway.server import serve_in_turns
+from gateway.serving.channel import HeadWithBodyChannel, _serving
+from gateway.serving.server import serve_in_turns
 from gateway.upstream import Upstreams
 
 FAST = {
@@ -90,26 +90,20 @@ def upstreams_with_clock(document: dict[str, Any], clock: FakeClock) -> Upstream
     return Upstreams(parse_config(document).service, clock=clock)
 
 
-class LiveGateway:
-    """The gateway served by waitress on 127.0.0.1, as a client on the LAN would meet it."""
+class LiveApp:
+    """A WSGI app served in turns by waitress on 127.0.0.1, as the gateway serves (gateway/serving/)."""
 
-    def __init__(self, gateway: Gateway, threads: int = 8, channel_class: type = HeadWithBodyChannel) -> None:
-        self.gateway = gateway
-        self.server: Any = serve_in_turns(gateway.app, host="127.0.0.1", port=0, threads=threads)
+    def __init__(self, app: Any, threads: int = 8, channel_class: type = HeadWithBodyChannel,
+                 port: int = 0, **adjustments: Any) -> None:
+        adjustments.setdefault("asyncore_use_poll", True)  # as the gateway serves (gateway/serving/server.py)
+        self.server: Any = serve_in_turns(app, host="127.0.0.1", port=port, threads=threads, **adjustments)
         self.server.channel_class = channel_class
         self.url = f"http://127.0.0.1:{self.server.effective_port}"
+        self.address = ("127.0.0.1", int(self.server.effective_port))
         self._thread = threading.Thread(target=self.server.run, daemon=True)
 
-    def __enter__(self) -> LiveGateway:
-        self.gateway.start()
+    def __enter__(self) -> Any:
         self._thread.start()
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(self.url + "/health", timeout=0.5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.02)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -131,12 +125,37 @@ class LiveGateway:
         finally:
             pulled.set()
         self._thread.join(5)
+
+
+class LiveGateway(LiveApp):
+    """The gateway served by waitress on 127.0.0.1, as a client on the LAN would meet it."""
+
+    def __init__(self, gateway: Gateway, threads: int = 8, channel_class: type = HeadWithBodyChannel,
+                 **adjustments: Any) -> None:
+        super().__init__(gateway.app, threads, channel_class, **adjustments)
+        self.gateway = gateway
+
+    def __enter__(self) -> LiveGateway:
+        self.gateway.start()
+        super().__enter__()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url + "/health", timeout=0.5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        super().__exit__(*exc)
         self.gateway.close()
 
 
 @contextmanager
-def live_gateway(document: dict[str, Any], threads: int = 8, **kwargs: Any) -> Iterator[LiveGateway]:
-    with LiveGateway(build(document, **kwargs), threads=threads) as live:
+def live_gateway(document: dict[str, Any], threads: int = 8, adjustments: dict[str, Any] | None = None,
+                 **kwargs: Any) -> Iterator[LiveGateway]:
+    with LiveGateway(build(document, **kwargs), threads=threads, **(adjustments or {})) as live:
         yield live
 
 

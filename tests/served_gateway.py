@@ -40,15 +40,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def launch(doc: dict[str, Any], tmp: Path, port: int, threads: int, tag: str = "",
+def launch(doc: dict[str, Any], tmp: Path, port: int, threads: int | None, tag: str = "",
             threads_in_config: bool = True, env: dict[str, str] | None = None,
             wait_for: str = "/health/ready") -> Served:
     """Start ``vilms-gateway serve`` and return once ``wait_for`` answers 200 (``/health`` for a
-    gateway that is up but whose backends are not)."""
+    gateway that is up but whose backends are not). ``threads=None``: the gateway sizes them."""
     config = tmp / "config.yaml"
     # The config's thread count sizes the request slots; --threads alone sizes only waitress's pool
     # (see test_threads_flag_alone_keeps_health_answerable).
-    if threads_in_config:
+    if threads_in_config and threads is not None:
         doc = {**doc, "gateway": {**doc.get("gateway", {}), "threads": threads}}
     config.write_text(yaml.safe_dump(doc))
     stderr_path = tmp / f"gateway{tag}.stderr"
@@ -58,7 +58,7 @@ def launch(doc: dict[str, Any], tmp: Path, port: int, threads: int, tag: str = "
     with stdout_path.open("wb") as stdout, stderr_path.open("wb") as stderr:
         proc = subprocess.Popen(
             [sys.executable, "-m", "gateway", "serve", "--config", str(config), "--host", "127.0.0.1",
-             "--port", str(port), "--threads", str(threads)],
+             "--port", str(port), *(["--threads", str(threads)] if threads is not None else [])],
             stdout=stdout, stderr=stderr, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
     url = f"http://127.0.0.1:{port}"
@@ -93,7 +93,7 @@ def stop(served: Served) -> int:
 
 
 @contextlib.contextmanager
-def serve(doc: dict[str, Any], tmp: Path, threads: int = 8) -> Iterator[Served]:
+def serve(doc: dict[str, Any], tmp: Path, threads: int | None = 8) -> Iterator[Served]:
     served = launch(doc, tmp, free_port(), threads)
     try:
         yield served

@@ -1,4 +1,4 @@
-"""How waitress meets clients (gateway/channel.py): request heads parsed as waitress parses them,
+"""How waitress meets clients (gateway/serving/channel.py): request heads parsed as waitress parses them,
 and a loop thread woken only when it must be, without a request ever waiting on its timeout."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from waitress.adjustments import Adjustments
 from waitress.parser import HTTPRequestParser
 from waitress.task import WSGITask
 
-from gateway.channel import _HeadWithBodyTask, _OnePassParser, create_server
+from gateway.serving.channel import _HeadWithBodyTask, _OnePassParser, create_server
 from tests.gateway_harness import UnstartedServer, count_wakes, gateway_config, live_gateway
 from tests.standins.fixtures import StandinServer
 
@@ -40,9 +40,7 @@ HEADS = [
     b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 30\r\n\r\n",
     b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
     b"POST / HTTP/1.1\r\nContent-Length: 1, 2\r\n\r\n",
-    b"POST / HTTP/1.1\r\nContent-Length: 30\r\nContent-Length: 30\r\n\r\n",
     b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
-    b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 30\r\n\r\n",
     # what waitress's grammar rejects or treats apart: these take its own path
     b"GET / HTTP/1.1\r\nX-Folded: one\r\n  two\r\n\r\n",
     b"GET / HTTP/1.1\r\nBad Name: v\r\n\r\n",
@@ -76,6 +74,32 @@ def _parse(parser_class: type[HTTPRequestParser], data: bytes) -> dict[str, obje
 @pytest.mark.parametrize("head", HEADS, ids=range(len(HEADS)))
 def test_request_heads_parse_exactly_as_waitress_parses_them(head: bytes) -> None:
     assert _parse(_OnePassParser, head) == _parse(HTTPRequestParser, head)
+
+
+FOLD = b"X-Folded: one\r\n  two\r\n"  # sends a head down waitress's own path
+# What waitress's main branch refuses (a repeated Host, Content-Length or Content-Type) and a
+# Content-Length beside chunked framing: refused on the one-pass path and on waitress's path alike.
+STRICTER = [
+    (b"POST / HTTP/1.1\r\nContent-Length: 30\r\nContent-Length: 30\r\n", "Duplicate header: Content-Length"),
+    (b"POST / HTTP/1.1\r\nContent-Length: 30\r\ncontent-length: 4\r\n", "Duplicate header: content-length"),
+    (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n", "Duplicate header: Host"),
+    (b"POST / HTTP/1.1\r\nContent-Type: text/plain\r\nContent-Type: application/json\r\n",
+     "Duplicate header: Content-Type"),
+    (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 30\r\n",
+     "Content-Length with Transfer-Encoding: chunked"),
+    (b"POST / HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n",
+     "Content-Length with Transfer-Encoding: chunked"),
+]
+
+
+@pytest.mark.parametrize("fields, message", STRICTER, ids=range(len(STRICTER)))
+@pytest.mark.parametrize("path", ["one-pass", "waitress"])
+def test_repeated_singleton_fields_and_length_beside_chunked_are_bad_requests(
+    fields: bytes, message: str, path: str
+) -> None:
+    head = fields + (FOLD if path == "waitress" else b"") + b"\r\n"
+    parsed = _parse(_OnePassParser, head)
+    assert parsed["error"] == ("BadRequest", message) and parsed["completed"]
 
 
 def test_a_head_split_across_reads_parses_the_same() -> None:

@@ -155,8 +155,10 @@ def test_openai_part_types_an_engine_reads_are_forwarded_as_sent(
                                      {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}]},
         {"role": "assistant", "content": [{"type": "refusal", "refusal": "I cannot say."}]},
         {"role": "user", "content": [{"type": "text", "text": "try again"},
-                                     {"type": "image_url", "image_url": "https://example.com/cat.png"}]},
+                                     {"type": "image_url", "image_url": _data("image/png", PNG)}]},
     ]
+    # A data URL, given as a plain string: remote URLs are fetched and inlined by the gateway for every
+    # engine (test_image_networks.py), so only a data URL reaches the engine exactly as the client sent it.
     resp = client.simulate_post(CHAT, json=chat("Qwen/Qwen3-4B", messages=messages))
     assert resp.status_code == 200, resp.text
     assert engines[1].bodies(CHAT)[0]["messages"] == messages

@@ -22,6 +22,9 @@ from tests.standins.fixtures import StandinServer
 
 MODEL = "Qwen/Qwen3-4B"
 BURST = 8
+# How long the engine holds each chat of a burst, so that all of them are in flight at once and the
+# gateway needs that many connections, even on a busy CI host.
+HOLD = 1.5
 CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
 
 
@@ -84,7 +87,7 @@ def test_a_quiet_spell_past_the_engines_keep_alive_after_a_burst_fails_nothing()
     # The engine closes idle connections after 0.5 s, well inside the gateway's 4 s bound: only the
     # check before reuse and the retry on a fresh connection stand between them and a 503.
     with StandinServer.vllm(model=MODEL, keep_alive_seconds=0.5) as engine, _served(engine.url) as live:
-        engine.set_fault("slow", seconds=0.5, count=BURST, paths=["/v1/chat/completions"])
+        engine.set_fault("slow", seconds=HOLD, count=BURST, paths=["/v1/chat/completions"])
         _all_ok(_chats(live.url, BURST))
         assert engine.open_connections >= BURST  # the burst left that many kept alive in the pool
         _until(lambda: engine.open_connections == 0, 15, "the engine closing its idle connections")
@@ -95,7 +98,7 @@ def test_a_quiet_spell_past_the_engines_keep_alive_after_a_burst_fails_nothing()
 
 def test_an_engine_restarted_on_the_same_port_is_answered_at_once() -> None:
     with StandinServer.vllm(model=MODEL) as engine, _served(engine.url) as live:
-        engine.set_fault("slow", seconds=0.5, count=BURST, paths=["/v1/chat/completions"])
+        engine.set_fault("slow", seconds=HOLD, count=BURST, paths=["/v1/chat/completions"])
         _all_ok(_chats(live.url, BURST))
         port = engine.port
         engine.stop()
@@ -207,7 +210,7 @@ def test_uvicorns_default_keep_alive_is_the_five_seconds_the_gateway_stays_under
 
 
 def _burst_gap_requests(engine: UvicornEngine, live: Any, gap_seconds: float) -> None:
-    engine.delay = 0.5
+    engine.delay = HOLD
     _all_ok(_chats(live.url, BURST))
     assert engine.open_connections >= BURST
     engine.delay = 0.0
@@ -237,7 +240,7 @@ def test_real_uvicorn_with_its_default_keep_alive_and_the_gateways_default_bound
 
 def test_real_uvicorn_restarted_on_the_same_port_is_answered_at_once(uvicorn_engine: UvicornEngine) -> None:
     with _served(uvicorn_engine.url, **{"engine-idle-seconds": 60}) as live:
-        uvicorn_engine.delay = 0.5
+        uvicorn_engine.delay = HOLD
         _all_ok(_chats(live.url, BURST))
         uvicorn_engine.delay = 0.0
         uvicorn_engine.stop()

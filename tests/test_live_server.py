@@ -18,7 +18,7 @@ import pytest
 import yaml
 from waitress.channel import HTTPChannel
 
-from gateway.channel import HeadWithBodyChannel
+from gateway.serving.channel import HeadWithBodyChannel
 from tests.gateway_harness import LiveGateway, build, gateway_config, live_gateway
 from tests.standins.fixtures import StandinServer
 

@@ -60,7 +60,9 @@ def test_fault_hang_released_by_reset(ollama: StandinServer) -> None:
     result: list[object] = []
     waiter = threading.Thread(target=lambda: result.append(_try_get(ollama.url + "/api/tags", 10)))
     waiter.start()
-    time.sleep(0.2)
+    deadline = time.monotonic() + 10  # the request is logged before its fault holds it
+    while not any(path == "/api/tags" for path, _ in ollama.requests) and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert waiter.is_alive()
     ollama.reset()
     waiter.join(timeout=2)

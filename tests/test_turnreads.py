@@ -1,5 +1,5 @@
 """The request thread holding the turn reads clients' next requests between the ones it serves
-(gateway/turnreads.py): the loop thread sleeps meanwhile, is woken when the turn falls free, and
+(gateway/serving/turnreads.py): the loop thread sleeps meanwhile, is woken when the turn falls free, and
 no request ever sits unread until the loop's 1 s timeout."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import httpx
 import orjson
 import pytest
 
-from gateway.channel import HeadWithBodyChannel
-from gateway.server import serve_in_turns
-from gateway.turnreads import TurnReads
+from gateway.serving.channel import HeadWithBodyChannel
+from gateway.serving.server import serve_in_turns
+from gateway.serving.turnreads import TurnReads
 from gateway.turns import Turns
 from tests.gateway_harness import LiveGateway, UnstartedServer, build, gateway_config
 from tests.standins.fixtures import StandinServer

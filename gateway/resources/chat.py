@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import falcon
@@ -9,11 +10,13 @@ import falcon
 from gateway import wirejson
 from gateway.errors import InvalidRequest, UpstreamError
 from gateway.middleware import read_json
+from gateway.remote import HOP_ENVIRON
 from gateway.resources.limits import InflightLimiter, RequestBudget, post_only
 from gateway.routing import Router
 from gateway.shaping import ChatShaper
 from gateway.streaming import SSERelay
 from gateway.upstream import UpstreamResult, Upstreams
+from gateway.usage import ModelFigures, wants_usage, watch_usage
 from gateway.validation import validate_chat_request
 
 
@@ -31,6 +34,7 @@ class ChatResource:
         self._upstreams = upstreams
         self._limiter = limiter
         self._budget = budget
+        self._figures = ModelFigures(upstreams.metrics)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         raise post_only("/v1/chat/completions")
@@ -55,21 +59,26 @@ class ChatResource:
                 self._shaper.builder(body),
                 deadline=self._budget.deadline(),
                 stream=stream,
+                forwarded=HOP_ENVIRON in req.env,
             )
-            req.context.served_model = result.target.model.name
+            served = result.target.model.name
+            req.context.served_model = served
             req.context.endpoint = result.endpoint
-            resp.set_header("X-Vilms-Model", result.target.model.name)
+            resp.set_header("X-Vilms-Model", served)
+            started = getattr(req.context, "started", None)
+            self._figures.answered(requested, served, time.perf_counter() - started if started else 0.0)
             if stream:
-                self._stream(resp, result)
+                self._stream(resp, result, requested if wants_usage(body) else None)
                 released = True  # the relay releases the slot when the stream ends
             else:
-                resp.data = _rename_model(result.content, requested)
+                resp.data, usage = _rename_model(result.content, requested)
+                self._figures.tokens(requested, served, usage)
                 resp.content_type = falcon.MEDIA_JSON
         finally:
             if not released:
                 self._limiter.release()
 
-    def _stream(self, resp: falcon.Response, result: UpstreamResult) -> None:
+    def _stream(self, resp: falcon.Response, result: UpstreamResult, usage_for: str | None) -> None:
         upstreams, limiter = self._upstreams, self._limiter
 
         def interrupted(reason: str) -> None:
@@ -77,6 +86,8 @@ class ChatResource:
             upstreams.metrics.streams_interrupted.inc()
 
         relay = _ReleasingRelay(result, interrupted, limiter)
+        if usage_for is not None:  # only streams that asked for usage pay for looking at it
+            relay.count_usage(self._figures, usage_for, result.target.model.name)
         resp.content_type = "text/event-stream"
         resp.set_header("Cache-Control", "no-cache")
         resp.set_header("X-Accel-Buffering", "no")
@@ -88,9 +99,18 @@ class _ReleasingRelay(SSERelay):
         super().__init__(result, on_interrupted)
         self._limiter = limiter
         self._released = False
+        self._usage: list[Any] = []
+        self._count: tuple[ModelFigures, str, str] | None = None
+
+    def count_usage(self, figures: ModelFigures, requested: str, served: str) -> None:
+        self._iterator = watch_usage(self._iterator, self._usage)
+        self._count = (figures, requested, served)
 
     def close(self) -> None:
         try:
+            if self._count is not None and self._usage:
+                figures, requested, served = self._count
+                figures.tokens(requested, served, self._usage[-1])
             super().close()
         finally:
             if not self._released:
@@ -98,13 +118,16 @@ class _ReleasingRelay(SSERelay):
                 self._limiter.release()
 
 
-def _rename_model(content: bytes, requested: str) -> bytes:
-    """Answer with the name the client asked for, as the old gateway did (aliases stay opaque)."""
+def _rename_model(content: bytes, requested: str) -> tuple[bytes, Any]:
+    """Answer with the name the client asked for, as the old gateway did (aliases stay opaque);
+    and the answer's ``usage``."""
     try:
         data = wirejson.loads_lenient(content)
     except ValueError as exc:
         raise UpstreamError("The backend sent a response that is not JSON.") from exc
-    if not isinstance(data, dict) or data.get("model") == requested:
-        return content  # nothing to rename: spare the re-encoding
+    if not isinstance(data, dict):
+        return content, None
+    if data.get("model") == requested:
+        return content, data.get("usage")  # nothing to rename: spare the re-encoding
     data["model"] = requested
-    return wirejson.dumps(data)
+    return wirejson.dumps(data), data.get("usage")

@@ -16,7 +16,8 @@ class _Catalog:
         created = int(time.time())
         self.entries: dict[str, dict[str, Any]] = {}
         for name, resolves_to in router.public_ids():
-            entry: dict[str, Any] = {"id": name, "object": "model", "created": created, "owned_by": "vilms"}
+            owner = router.resolve(name).owned_by
+            entry: dict[str, Any] = {"id": name, "object": "model", "created": created, "owned_by": owner}
             if resolves_to != name:
                 entry["root"] = resolves_to
             self.entries[name] = entry

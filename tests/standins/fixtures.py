@@ -81,6 +81,8 @@ class StandinServer:
         port: int = 0,
         start: bool = True,
         keep_alive_seconds: float = KEEP_ALIVE_SECONDS,
+        keys: dict[str, str] | None = None,
+        prefix: str = "",
     ) -> StandinServer:
         """A vLLM stand-in serving one `model` (answering to `served_model_names` if given); it closes
         a connection idle `keep_alive_seconds` after an answer, as vLLM's uvicorn does after 5 s."""
@@ -93,6 +95,8 @@ class StandinServer:
             api_key=api_key,
             env=env,
             keep_alive_seconds=keep_alive_seconds,
+            keys=keys,
+            prefix=prefix,
         )
         return cls(app, port=port, start=start)
 

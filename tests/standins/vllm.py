@@ -52,8 +52,15 @@ class VllmApp(App):
         api_key: str | None = None,
         env: dict[str, str] | None = None,
         keep_alive_seconds: float = KEEP_ALIVE_SECONDS,
+        keys: dict[str, str] | None = None,
+        prefix: str = "",
     ) -> None:
         super().__init__(name, settings or Settings(embedding_dim=1024), env, keep_alive_seconds)
+        # A cloud service's keys: key -> "ok", "revoked" (401), "limited" (429 with Retry-After), or
+        # "quoted" (a 400 whose message quotes the key: no service is known to, a gateway must not relay it).
+        self.keys = keys
+        # Where the API lives instead of /v1 (e.g. "/v1beta/openai", as Gemini's OpenAI layer has it).
+        self.prefix = prefix
         self.model = model
         self.served = list(served_model_names or [model])
         self.max_model_len = max_model_len
@@ -79,7 +86,36 @@ class VllmApp(App):
         }
         h.send_json(status, body)
 
+    def _key_refused(self, h: Handler) -> bool:
+        """OpenAI's answers to a bad or rate-limited key. Its 401 quotes the key: masked in the
+        middle when long, whole when short ("Incorrect API key provided: kk." in
+        continuedev/continue#9358); this one always quotes it whole, the worse case."""
+        assert self.keys is not None
+        scheme, _, token = h.headers.get("Authorization", "").partition(" ")
+        state = self.keys.get(token) if scheme == "Bearer" else None
+        if state == "ok":
+            return False
+        if state == "quoted":
+            self.send_error(h, 400, f"This request, made with key {token}, is not valid.", "")
+            return True
+        if state == "limited":
+            h.send_json(429, {"error": {"message": "Rate limit reached for requests", "type": "requests",
+                                        "param": None, "code": "rate_limit_exceeded"}}, {"Retry-After": "30"})
+            return True
+        h.send_json(401, {"error": {
+            "message": f"Incorrect API key provided: {token}. You can find your API key at "
+                       "https://platform.openai.com/account/api-keys.",
+            "type": "invalid_request_error", "param": None, "code": "invalid_api_key"}})
+        return True
+
     def route(self, h: Handler, method: str, path: str, body: Any) -> None:
+        if self.prefix:
+            if not path.startswith(self.prefix + "/"):
+                h.send_json(404, {"detail": "Not Found"})
+                return
+            path = "/v1" + path[len(self.prefix):]
+        if self.keys is not None and path.startswith("/v1/") and self._key_refused(h):
+            return
         handler = ROUTES.get(path)
         if handler is None:
             h.send_json(404, {"detail": "Not Found"})

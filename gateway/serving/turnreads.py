@@ -5,7 +5,7 @@ waitress's loop thread reads and parses every request and hands it to a request 
 gateway that is one wake of the loop thread per request, and the GIL handed from thread to thread
 and back: at 8 concurrent clients the loop thread took 27% of the gateway's CPU, nine tenths of it
 outside Python, in waking and switching. A thread holding the turn is running anyway, so each time
-it runs out of queued requests it reads what clients have sent meanwhile (a ``select()`` that does
+it runs out of queued requests it reads what clients have sent meanwhile (a ``poll()`` that does
 not wait) and serves that. While the turn is held, the loop thread leaves connections waiting for a
 request to it and sleeps; it still accepts connections, flushes what a request thread could not
 send and closes idle ones. When the turn falls free, the loop watches them again, woken for that
@@ -31,6 +31,7 @@ from gateway.turns import Turns
 
 log = logging.getLogger("vilms.server")
 _last_activity = operator.attrgetter("last_activity")
+_READ_EVENTS = select.POLLIN | select.POLLPRI
 
 
 class TurnReads:
@@ -77,11 +78,13 @@ class TurnReads:
                    and HTTPChannel.readable(channel)]
         if not waiting:
             return False
-        try:
-            ready = select.select(waiting, (), (), 0)[0]
-        except (OSError, ValueError):
-            return False  # the loop closed one of them meanwhile: it reads them again once the turn is free
-        # In the order the clients last had an answer: select() gives them in descriptor order,
+        # poll(), not select(): select() refuses descriptors past 1,023, and a crowd has thousands.
+        poller = select.poll()
+        for fd in waiting:
+            poller.register(fd, _READ_EVENTS)
+        # A descriptor the loop closed meanwhile comes back as POLLNVAL: the loop reads it no more.
+        ready = [fd for fd, events in poller.poll(0) if not events & select.POLLNVAL]
+        # In the order the clients last had an answer: poll() gives them in descriptor order,
         # which would put the same clients last in every batch.
         found = [channel for channel in map(channels.get, ready) if channel is not None]
         if len(found) > 1:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import json
 import logging
 import os
+import resource
 import signal
 import socket
 import threading
@@ -15,13 +15,12 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from waitress import utilities as waitress_utilities
-from waitress.channel import HTTPChannel
 from waitress.task import ThreadedTaskDispatcher
 
 from gateway.app import Gateway
-from gateway.channel import WSGIApp, create_server
-from gateway.turnreads import TurnReads
+from gateway.serving.channel import WSGIApp, create_server
+from gateway.serving.turnreads import TurnReads
+from gateway.serving.turnwatch import SlowTurnWatch
 from gateway.turns import Turns
 
 log = logging.getLogger("vilms.server")
@@ -69,6 +68,9 @@ class _Closing:
             self._on_close()
 
 
+_THREADS_PER_START = 32
+
+
 class TurnTakingDispatcher(ThreadedTaskDispatcher):  # type: ignore[misc]  # waitress ships no types
     """waitress's thread pool, serving requests in turns (gateway/turns.py).
 
@@ -85,12 +87,35 @@ class TurnTakingDispatcher(ThreadedTaskDispatcher):  # type: ignore[misc]  # wai
         self.turns = Turns(on_free=self._on_turn_free)
         self.reads: TurnReads | None = None  # set with the server it serves: see serve_in_turns
         self._channels: dict[int, Any] = {}
-        self.set_thread_count(threads)
+        self._stopping = False
+        # A thousand threads take a third of a second to start (0.35 s for 1,296 on this host), which
+        # would be a third of the start-up target: the first batch starts now, the rest beside the
+        # running server, a batch per hold of the pool's lock so requests are not held up meanwhile.
+        self.set_thread_count(min(threads, _THREADS_PER_START))
+        if threads > _THREADS_PER_START:
+            threading.Thread(target=self._start_the_rest, args=(threads,), name="vilms-thread-start",
+                             daemon=True).start()
+
+    def _start_the_rest(self, threads: int) -> None:
+        for count in range(2 * _THREADS_PER_START, threads + _THREADS_PER_START, _THREADS_PER_START):
+            with self.lock:
+                if self._stopping:
+                    return
+            self.set_thread_count(min(count, threads))
+        with self.lock:
+            stopping = self._stopping
+        if stopping:  # shut down between the check and the start above: stop what that started
+            self.set_thread_count(0)
+
+    def shutdown(self, cancel_pending: bool = True, timeout: float = 5) -> bool:
+        with self.lock:
+            self._stopping = True
+        return bool(super().shutdown(cancel_pending, timeout))
 
     def read_between_turns(self, server: Any) -> None:
-        """The turn's holder reads ``server``'s connections between requests (gateway/turnreads.py)."""
+        """The turn's holder reads ``server``'s connections between requests (gateway/serving/turnreads.py)."""
         self.reads = server.turn_reads = TurnReads(self.turns, server.wake_loop)
-        self._channels = server._map
+        self._channels = server.active_channels
 
     def add_task(self, task: Any) -> None:
         with self.lock:
@@ -130,6 +155,7 @@ class TurnTakingDispatcher(ThreadedTaskDispatcher):  # type: ignore[misc]  # wai
                 if self.reads is None or not self.reads.read_sent(self._channels):
                     return
                 continue
+            self.turns.next_stretch()  # a new request: the turn watch times each on its own
             try:
                 task.service()
             except BaseException:
@@ -146,9 +172,20 @@ def serve_in_turns(app: WSGIApp, *, host: str, port: int, threads: int, **adjust
     return server
 
 
-def serve(gateway: Gateway, *, host: str, port: int, threads: int) -> None:
+# Request threads mostly wait (on an engine, a slot, a slow client): 512 KiB of stack each instead
+# of glibc's 8 MiB keeps 1,300 of them at about 650 MiB of address space, not 10 GiB, which matters
+# on an 8 GB board with strict overcommit; what they touch (about 16 KiB each) is the same.
+THREAD_STACK_BYTES = 512 * 1024
+# Descriptors beside the client connections: one engine connection per request slot, the listening
+# socket, the loop's trigger pipe, log files, the embedding model's files.
+_SPARE_DESCRIPTORS = 64
+
+
+def serve(gateway: Gateway, *, host: str, port: int) -> None:
     service = gateway.config.service
-    _openai_shaped_waitress_errors()
+    threads = service.request_threads
+    _raise_descriptor_limit(service.connection_limit + service.inflight_limit + _SPARE_DESCRIPTORS)
+    threading.stack_size(THREAD_STACK_BYTES)
     tracker = InflightTracker(gateway.app)
     server = serve_in_turns(
         tracker,
@@ -158,10 +195,17 @@ def serve(gateway: Gateway, *, host: str, port: int, threads: int) -> None:
         connection_limit=service.connection_limit,
         # Bodies announced too big get our 413 via Content-Length; waitress cuts chunked ones.
         max_request_body_size=service.max_body_bytes + 1,
-        channel_timeout=max(120, int(service.read_timeout) + 10),
+        # select() fails on a descriptor past 1,023 (FD_SETSIZE); poll() has no such bound.
+        asyncore_use_poll=True,
+        channel_timeout=max(1, round(service.idle_timeout)),
+        # How often waitress looks for idle connections; the header timeout is checked every loop.
+        cleanup_interval=max(1, round(service.idle_timeout / 4)),
         ident="vilms-gateway",
         clear_untrusted_proxy_headers=True,
+        header_timeout=service.header_timeout,
     )
+    watch = SlowTurnWatch(server.task_dispatcher.turns)
+    watch.start()
     gateway.start()
     # What start-up built lives as long as the process: out of the collector's sight, a full
     # collection under load takes about a millisecond instead of tens.
@@ -185,10 +229,12 @@ def serve(gateway: Gateway, *, host: str, port: int, threads: int) -> None:
     # (a script's `vilms-gateway serve &` does), and then Python never raises KeyboardInterrupt:
     # the drain would finish and the process stay up.
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    log.info("vilms-gateway listening on http://%s:%s with %d threads", host, server.effective_port, threads)
+    log.info("vilms-gateway listening on http://%s:%s with %d threads (%d request slots, queue %d)",
+             host, server.effective_port, threads, service.inflight_limit, service.queue_limit)
     try:
         server.run()
     finally:
+        watch.stop()
         gateway.close()
         log.info("vilms-gateway stopped")
 
@@ -197,9 +243,7 @@ def _close_after_current(server: Any) -> int:
     """On the event-loop thread (via the trigger): answer what is queued with ``Connection: close``
     and close idle keep-alive connections. Returns the client connections still open."""
     open_channels = 0
-    for channel in list(server._map.values()):
-        if not isinstance(channel, HTTPChannel):
-            continue
+    for channel in list(server.active_channels.values()):
         open_channels += 1
         with channel.requests_lock:
             if channel.requests:
@@ -230,14 +274,14 @@ def _drain(server: Any, tracker: InflightTracker, limit: float) -> None:
     os.kill(os.getpid(), signal.SIGINT)
 
 
-def _openai_shaped_waitress_errors() -> None:
-    """waitress answers malformed HTTP and oversize bodies itself, before the app runs, in text/plain.
-    It has no hook for that page, so its one renderer is replaced: every 4xx has OpenAI's shape."""
-
-    def to_response(self: Any, ident: str | None = None) -> tuple[str, list[tuple[str, str]], bytes]:
-        kind = "invalid_request_error" if self.code < 500 else "api_error"
-        message = f"{self.reason}: {self.body}" if self.body else self.reason
-        body = json.dumps({"error": {"message": message, "type": kind, "param": None, "code": None}}).encode()
-        return f"{self.code} {self.reason}", [("Content-Type", "application/json")], body
-
-    waitress_utilities.Error.to_response = to_response
+def _raise_descriptor_limit(needed: int) -> None:
+    """Lift the soft descriptor limit to the hard one (systemd's default soft limit is 1,024, its hard
+    limit far higher; the unit sets both), and say so when even that is short of the connection limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        log.warning("open files limited to %d, below the %d that gateway.connection-limit and the request slots "
+                    "need: raise LimitNOFILE or lower gateway.connection-limit", soft, needed)

@@ -1,12 +1,15 @@
 """How waitress meets the gateway's clients: a response's head goes out with its body and straight
 from the request thread, the loop thread is woken only when it has to be, heads of the usual shape
 are parsed and written in one pass, streams keep their connection, and a connection can be read by
-the request thread holding the turn as well as by the loop (gateway/turnreads.py)."""
+the request thread holding the turn as well as by the loop (gateway/serving/turnreads.py)."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import operator
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -14,11 +17,13 @@ from typing import Any
 
 import waitress
 from waitress.channel import HTTPChannel
-from waitress.parser import HTTPRequestParser
+from waitress.parser import HTTPRequestParser, ParsingError
 from waitress.rfc7230 import FIELD_VALUE, OWS, TOKEN
-from waitress.task import WSGITask
+from waitress.task import ErrorTask, WSGITask
 from waitress.utilities import build_http_date
 from waitress.wasyncore import _DISCONNECTED
+
+from gateway import turns
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -28,29 +33,60 @@ _FIELD_RE = re.compile(_FIELD)
 _FIELDS_RE = re.compile(f"(?:{_FIELD})*\r\n")
 
 
+# Fields a request may carry once (RFC 9112 sections 3.2 and 6.3): waitress 3.0.2 joins repeats
+# with ", " (a repeated Content-Length then fails its digits check; Host and Content-Type pass).
+# waitress's main branch refuses all three repeated (Pylons/waitress#484, merged 2026-03-13, and #488,
+# commit 120424f): the gateway does so now, on both of the parser's paths.
+_SINGLETON_FIELDS = frozenset({"HOST", "CONTENT_LENGTH", "CONTENT_TYPE"})
+_SINGLETON_LINE_RE = re.compile(r"^(host|content-length|content-type)[ \t]*:", re.IGNORECASE | re.MULTILINE)
+
+
 class _OnePassParser(HTTPRequestParser):  # type: ignore[misc]  # waitress ships no types
     """waitress matches, strips, upper-cases and decodes each header line in its own steps, on the
     loop thread that every client shares. A block of plain fields (no folded lines, nothing its
     grammar rejects) is checked with one match and split with one ``findall`` here; anything else
     goes through waitress's parse unchanged, errors included. The request line, framing and
-    connection handling stay waitress's: it parses the first line with these headers in place."""
+    connection handling stay waitress's: it parses the first line with these headers in place.
+
+    Both paths then make two checks waitress 3.0.2 does not: a repeated Host, Content-Length or
+    Content-Type is refused (as waitress's main branch does), and so is a Content-Length beside
+    ``Transfer-Encoding: chunked`` (RFC 9112 section 6.1: "ought to be handled as an error"; waitress
+    3.0.2 reads the chunks and keeps the connection, its main branch closes it after the answer,
+    Pylons/waitress#464 and commit 99080a8; no OpenAI client sends both). Either is a 400 that
+    closes the connection, before anything reaches the app."""
 
     def parse_header(self, header_plus: bytes) -> None:
         text = header_plus.decode("latin-1")
         fields_start = text.find("\r\n") + 2
         if fields_start < 2 or _FIELDS_RE.fullmatch(text, fields_start) is None:
+            if fields_start >= 2:
+                _refuse_repeated_singletons(text, fields_start)
             super().parse_header(header_plus)
-            return
-        headers = self.headers
-        for name, value in _FIELD_RE.findall(text, fields_start):
-            if "_" in name:
-                continue  # as waitress does: such a name could pass for a dashed one in the environ
-            key = name.upper().replace("-", "_")
-            if key in headers:
-                headers[key] += ", " + value
-            else:
-                headers[key] = value
-        super().parse_header(header_plus[:fields_start])
+        else:
+            headers = self.headers
+            for name, value in _FIELD_RE.findall(text, fields_start):
+                if "_" in name:
+                    continue  # as waitress does: such a name could pass for a dashed one in the environ
+                key = name.upper().replace("-", "_")
+                if key in headers:
+                    if key in _SINGLETON_FIELDS:
+                        raise ParsingError(f"Duplicate header: {name}")
+                    headers[key] += ", " + value
+                else:
+                    headers[key] = value
+            super().parse_header(header_plus[:fields_start])
+        if self.chunked and "CONTENT_LENGTH" in self.headers:
+            raise ParsingError("Content-Length with Transfer-Encoding: chunked")
+
+
+def _refuse_repeated_singletons(text: str, fields_start: int) -> None:
+    """The duplicate check for heads that take waitress's own path (folded lines, odd spacing)."""
+    seen: set[str] = set()
+    for name in _SINGLETON_LINE_RE.findall(text, fields_start):
+        key = name.lower()
+        if key in seen:
+            raise ParsingError(f"Duplicate header: {name}")
+        seen.add(key)
 
 
 _HEADERS_WAITRESS_DECIDES_ON = frozenset({"Connection", "Date", "Server"})
@@ -136,6 +172,23 @@ class _HeadWithBodyTask(WSGITask):  # type: ignore[misc]
 _serving = threading.local()  # the channel whose request this thread is serving
 
 
+class _OpenAIErrorTask(ErrorTask):  # type: ignore[misc]
+    """waitress answers malformed HTTP and oversize bodies itself, before the app runs, in text/plain.
+    The channel's ``error_task_class`` is waitress's seam for that page: every such 4xx has OpenAI's
+    error shape, as the app's own do."""
+
+    def execute(self) -> None:
+        error = self.request.error
+        kind = "invalid_request_error" if error.code < 500 else "api_error"
+        message = f"{error.reason}: {error.body}" if error.body else error.reason
+        body = json.dumps({"error": {"message": message, "type": kind, "param": None, "code": None}}).encode()
+        self.status = f"{error.code} {error.reason}"
+        self.response_headers.append(("Content-Type", "application/json"))
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
+
+
 class HeadWithBodyChannel(HTTPChannel):  # type: ignore[misc]
     """A response's head goes out with its body, and straight from the request thread; the loop
     thread is woken only when its select() has stopped watching for what the channel needs.
@@ -155,6 +208,7 @@ class HeadWithBodyChannel(HTTPChannel):  # type: ignore[misc]
     """
 
     task_class = _HeadWithBodyTask
+    error_task_class = _OpenAIErrorTask
     parser_class = _OnePassParser
     hold_next_write = False
     _held: bytes | None = None
@@ -164,9 +218,14 @@ class HeadWithBodyChannel(HTTPChannel):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._read_lock = threading.Lock()
         super().__init__(*args, **kwargs)
+        # Since when the client owes a request head: from its connection (nginx's client_header_timeout
+        # counts so too) and from the first byte of each later head; None while it owes none.
+        self._head_since: float | None = self.creation_time
 
     def readable(self) -> bool:
         self._loop_reads = None
+        if self._head_since is not None or self.total_outbufs_len:
+            self._close_if_stuck()
         reads = bool(super().readable())
         turn_reads = self.server.turn_reads
         # A request arriving in pieces stays the loop's to read: the turn's holder reads only
@@ -177,7 +236,7 @@ class HeadWithBodyChannel(HTTPChannel):  # type: ignore[misc]
         return reads
 
     def handle_read(self) -> None:
-        """waitress's read, made safe for two readers (gateway/turnreads.py): one at a time, and
+        """waitress's read, made safe for two readers (gateway/serving/turnreads.py): one at a time, and
         nothing to read is no error. An end of input closes the connection on the loop thread."""
         with self._read_lock:
             try:
@@ -192,8 +251,42 @@ class HeadWithBodyChannel(HTTPChannel):  # type: ignore[misc]
                 self.will_close = True  # the loop closes it: it may be selecting on this socket
                 self.server.wake_loop()
                 return
-            self.last_activity = time.time()
+            self.last_activity = now = time.time()
             self.received(data)
+            request = self.request
+            if request is None or request.headers_finished:
+                self._head_since = None
+            elif self._head_since is None:
+                self._head_since = now
+
+    def _close_if_stuck(self) -> None:
+        """Asked by the loop before each select(): a connection whose client has owed its request
+        head for longer than the header timeout, or has taken none of a pending answer for longer
+        than the idle timeout, is closed. waitress's own idle check (``channel_timeout``) skips
+        connections with a request in service, and its loop would keep a dripped head forever; a
+        writer blocked on the answer (see ``_flush_outbufs_below_high_watermark``) is freed by the
+        close. Neither kind of client holds a request thread meanwhile."""
+        now = time.time()
+        since = self._head_since
+        if since is not None and self.request is not None and self.request.headers_finished:
+            since = self._head_since = None  # a head completed by a path that does not stamp
+        if since is not None and not self.requests and now - since > self.server.header_timeout:
+            # Not while a request is in service: a next head read ahead of a long stream waits for it.
+            self.will_close = True  # the socket is writable: the loop's next write step closes it
+        elif self.total_outbufs_len and now - self.last_activity > self.adj.channel_timeout:
+            # Its socket is full, so the loop never gets to a write step that would close it; shut
+            # down, the socket fails the next send and waitress closes it, waking the writer.
+            self.will_close = True
+            with contextlib.suppress(OSError):
+                self.socket.shutdown(socket.SHUT_RDWR)
+
+    def _flush_outbufs_below_high_watermark(self) -> None:
+        """waitress makes a writer wait here while the client has more than ``outbuf_high_watermark``
+        (16 MiB) of its answer unread. The wait gives the turn up (gateway/turns.py), so a client
+        that stops reading stalls only its own request."""
+        if self.total_outbufs_len > self.adj.outbuf_high_watermark:
+            with turns.waiting():
+                super()._flush_outbufs_below_high_watermark()
 
     def writable(self) -> bool:
         self._loop_writes = None
@@ -249,14 +342,18 @@ class HeadWithBodyChannel(HTTPChannel):  # type: ignore[misc]
             self.write_soon(held)
 
 
-def create_server(app: WSGIApp, *, host: str, port: int, threads: int, **adjustments: Any) -> Any:
+def create_server(
+    app: WSGIApp, *, host: str, port: int, threads: int, header_timeout: float = 10.0, **adjustments: Any
+) -> Any:
     """waitress's server with ``HeadWithBodyChannel``: connections stay watched while their request
-    runs, and a finished request wakes the loop thread only when its select() needs it."""
+    runs, and a finished request wakes the loop thread only when its select() needs it. A client
+    that owes a request head for ``header_timeout`` seconds is dropped (waitress has no such bound)."""
     server: Any = waitress.create_server(
         app, host=host, port=port, threads=threads, channel_request_lookahead=1, **adjustments
     )
     server.channel_class = HeadWithBodyChannel
-    server.turn_reads = None  # set by whoever serves requests in turns (gateway/server.py)
+    server.header_timeout = header_timeout
+    server.turn_reads = None  # set by whoever serves requests in turns (gateway/serving/server.py)
     pull_trigger = server.wake_loop = server.pull_trigger
 
     def pull_trigger_if_needed() -> None:
