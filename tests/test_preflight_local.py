@@ -4,6 +4,7 @@ stop the run with a message naming each one, and good ones pass."""
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -72,3 +73,99 @@ def test_keys_or_a_deliberate_opt_out_pass(tmp_path: Path, variables: dict[str, 
     run = preflight_with_inventory(tmp_path, variables)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "failed=0" in run.stdout
+
+
+# -- Real boxes: L4T, Python, GPU memory, engine versions, Jetson embeddings --------------------
+# Each case is a box as preflight sees it (platform and L4T forced), refused before any change.
+OLLAMA_LLM = {"name": "qwen3:4b-instruct", "type": "llm", "engine": "ollama"}
+QWEN3_VL = {"name": "qwen3-vl:4b-instruct", "type": "vlm", "engine": "ollama", "min_engine_version": "0.12.7"}
+JETSON_R36_4 = {"platform_override": "jetson", "platform_l4t_release_override": "36.4.0",
+                "gateway_python": sys.executable}
+
+
+def vllm_model(**keys: Any) -> dict[str, Any]:
+    return {"name": "Qwen/Qwen3-0.6B", "type": "llm", "engine": "vllm", **keys}
+
+
+REFUSED = {
+    "dustynv r36.4 image on an R36.3 host": (
+        {**JETSON_R36_4, "platform_l4t_release_override": "36.3.0", "ollama_jetson_image_source": "dustynv",
+         "ollama_jetson_images": {"36": "dustynv/ollama:r36.4.0"}},
+        ["image dustynv/ollama:r36.4.0 is built for L4T R36.4 and does not run on this box's L4T R36.3.0"]),
+    "no dustynv image for the release": (
+        {**JETSON_R36_4, "platform_l4t_release_override": "36.3.0", "ollama_jetson_image_source": "dustynv"},
+        ["ollama_jetson_images has no image for L4T R36.3.0"]),
+    "jetson without an L4T release": (
+        {**JETSON_R36_4, "platform_l4t_release_override": ""},
+        ["the L4T release of this Jetson is unknown"]),
+    "JetPack 5 without python3.11": (
+        {**JETSON_R36_4, "platform_l4t_release_override": "35.4.1", "gateway_python": "python3.11-not-installed"},
+        ["JetPack 5 / Ubuntu 20.04 has no python3.11 package", "set gateway_python to it", "JetPack 6"]),
+    "vLLM at its default share beside Ollama": (
+        {"platform_override": "dgpu", "vilms_models": [OLLAMA_LLM, vllm_model()]},
+        ["GPU 0 memory is overcommitted: Qwen/Qwen3-0.6B 0.9 + Ollama 0.2 = 1.1"]),
+    "two vLLM models on GPU 1": (
+        {"platform_override": "dgpu",
+         "vilms_models": [vllm_model(gpus=[1], gpu_memory_utilization=0.6),
+                          vllm_model(name="Qwen/Qwen3-1.7B", gpus=[1], gpu_memory_utilization=0.5)]},
+        ["GPU 1 memory is overcommitted: Qwen/Qwen3-0.6B 0.6 + Qwen/Qwen3-1.7B 0.5 = 1.1"]),
+    "qwen3-vl on Ollama 0.12.6": (
+        {"vilms_models": [OLLAMA_LLM, QWEN3_VL], "ollama_version": "0.12.6"},
+        ["model qwen3-vl:4b-instruct needs ollama 0.12.7 or later, but the image is ollama/ollama:0.12.6"]),
+    "qwen3-vl on a dustynv image": (
+        {**JETSON_R36_4, "vilms_models": [QWEN3_VL], "ollama_jetson_image_source": "dustynv"},
+        ["needs ollama 0.12.7 or later, and the tag of image dustynv/ollama:r36.4.0 names no release"]),
+    "CUDA embeddings on a Jetson": (
+        {**JETSON_R36_4, "gateway_embedding_enabled": True, "gateway_embedding_device": "cuda"},
+        ["gateway_embedding_device is cuda on a Jetson", "gateway_embedding_base_url: http://127.0.0.1:11434/v1"]),
+}
+
+
+@pytest.mark.parametrize("variables,messages", REFUSED.values(), ids=REFUSED.keys())
+def test_a_box_that_cannot_work_is_refused_before_any_change(tmp_path: Path, variables: dict[str, Any],
+                                                             messages: list[str]) -> None:
+    run = preflight(tmp_path, {"gateway_api_keys": [KEY], **variables})
+    output = run.stdout + run.stderr
+    assert run.returncode != 0, output[-3000:]
+    for message in messages:
+        assert message in output, output[-3000:]
+
+
+PASSES = {
+    "JetPack 6.1 with the official image and qwen3-vl": {**JETSON_R36_4, "vilms_models": [OLLAMA_LLM, QWEN3_VL]},
+    "dustynv r36.4 image on an R36.4 host": {**JETSON_R36_4, "ollama_jetson_image_source": "dustynv",
+                                             "vilms_models": [OLLAMA_LLM]},
+    "vLLM shares that fit, one model per GPU": {
+        "platform_override": "dgpu",
+        "vilms_models": [OLLAMA_LLM, QWEN3_VL, vllm_model(gpu_memory_utilization=0.7),
+                         vllm_model(name="Qwen/Qwen3-1.7B", gpus=[1])], "ollama_gpus": [0]},
+}
+
+
+@pytest.mark.parametrize("variables", PASSES.values(), ids=PASSES.keys())
+def test_a_box_that_can_work_passes(tmp_path: Path, variables: dict[str, Any]) -> None:
+    run = preflight(tmp_path, {"gateway_api_keys": [KEY], **variables})
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "failed=0" in run.stdout
+
+
+# Docker's version and the kernel's raw table as the probes would report them (extra vars beat
+# registered results), on a box whose real Docker and kernel are whatever this machine has.
+NO_RAW = {"_preflight_docker_probe": {"rc": 0, "stdout": "28.0.1"}, "_preflight_raw_probe": {"rc": 1, "stdout": ""}}
+
+
+def test_docker_28_without_iptable_raw_is_refused_with_both_ways_out(tmp_path: Path) -> None:
+    run = preflight(tmp_path, {"gateway_api_keys": [KEY], **JETSON_R36_4, **NO_RAW})
+    output = run.stdout + run.stderr
+    assert run.returncode != 0, output[-3000:]
+    assert "Docker 28.0.1 programs iptables \"raw\" rules" in output and "moby#49557" in output
+    assert "hold Docker at 27.x" in output and "docker_network_no_iptables_raw: true" in output
+
+
+@pytest.mark.parametrize("variables", [
+    {**NO_RAW, "docker_network_no_iptables_raw": True},
+    {**NO_RAW, "_preflight_docker_probe": {"rc": 0, "stdout": "27.5.1"}},
+], ids=["opted out", "docker 27"])
+def test_docker_28_opt_out_or_docker_27_pass(tmp_path: Path, variables: dict[str, Any]) -> None:
+    run = preflight(tmp_path, {"gateway_api_keys": [KEY], **JETSON_R36_4, **variables})
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]

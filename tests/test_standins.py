@@ -19,6 +19,7 @@ import pytest
 from openai.types.chat import ChatCompletionContentPartParam, ChatCompletionMessageParam
 
 from tests.standin_helpers import PNG, USER, client_for, sse_events
+from tests.standins import ollama as standin_ollama
 from tests.standins.fixtures import StandinServer
 
 # ------------------------------------------------------------------------------- Ollama
@@ -27,7 +28,8 @@ from tests.standins.fixtures import StandinServer
 def test_ollama_discovery_endpoints_match_ollama(ollama: StandinServer) -> None:
     root = httpx.get(ollama.url + "/")
     assert (root.status_code, root.text) == (200, "Ollama is running")
-    assert httpx.get(ollama.url + "/api/version").json()["version"].startswith("0.12.")
+    # The release the stand-in image is built as (the roles' default, past qwen3-vl's 0.12.7).
+    assert httpx.get(ollama.url + "/api/version").json() == {"version": "0.13.1"}
     tags = httpx.get(ollama.url + "/api/tags").json()["models"]
     assert {t["name"] for t in tags} == {"qwen3:4b", "qwen3-vl:4b-instruct"}
     tag = next(t for t in tags if t["name"] == "qwen3:4b")
@@ -164,6 +166,19 @@ def test_pull_of_unknown_model_fails_like_ollama(ollama: StandinServer) -> None:
     assert quiet.status_code == 500
     assert quiet.json() == {"error": "pull model manifest: file does not exist"}
     assert "doesnotexist:1b" not in {t["name"] for t in httpx.get(ollama.url + "/api/tags").json()["models"]}
+
+
+@pytest.mark.parametrize("version,refused", [("0.12.6", True), ("0.0.0", True), ("0.12.7", False), ("0.13.1", False)])
+def test_qwen3_vl_is_refused_to_an_ollama_older_than_it_needs(monkeypatch: pytest.MonkeyPatch, ollama: StandinServer,
+                                                               version: str, refused: bool) -> None:
+    # ollama#12819: 0.12.6 cannot run qwen3-vl; dustynv's builds call themselves 0.0.0.
+    monkeypatch.setattr(standin_ollama, "VERSION", version)
+    reply = httpx.post(ollama.url + "/api/pull", json={"model": "qwen3-vl:4b-instruct", "stream": False})
+    if refused:
+        assert reply.status_code == 500
+        assert "requires a newer version of Ollama" in reply.json()["error"]
+    else:
+        assert reply.json() == {"status": "success"}
 
 
 def test_pulled_models_survive_a_restart_and_delete(tmp_path: Path) -> None:

@@ -28,10 +28,27 @@ from .ollama_native import NDJSON, NativeGeneration
 from .ollama_store import Model
 from .ollama_v1 import OpenAILayer
 
-VERSION = "0.12.6"
+# What /api/version reports: the tag the stand-in image was built as (dustynv's builds say "0.0.0").
+VERSION = os.environ.get("STANDIN_OLLAMA_VERSION", "0.13.1")
 DEFAULT_PORT = 11434
 ENV_PREFIXES = ("OLLAMA_", "JETSON_", "NVIDIA_", "CUDA_")
 PULL_MISSING = "pull model manifest: file does not exist"
+# The registry refuses a model to an Ollama older than the model needs; the server passes its answer
+# on ("pull model manifest: 412: ... requires a newer version of Ollama", seen with qwen3-vl).
+# The model page: "Qwen3-VL models require Ollama 0.12.7" (ollama#12819).
+NEEDS_NEWER = {"qwen3-vl": "0.12.7"}
+PULL_TOO_OLD = ("pull model manifest: 412: \n\nThe model you are attempting to pull requires a newer version of Ollama."
+                "\n\nPlease download the latest version at:\n\n\thttps://ollama.com/download\n\n")
+
+
+def _release(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("-")[0].split(".") if part.isdigit())
+
+
+def too_old_for(name: str) -> bool:
+    family = name.split(":")[0].rsplit("/", 1)[-1]
+    needed = NEEDS_NEWER.get(family)
+    return needed is not None and _release(VERSION) < _release(needed)
 
 
 class OllamaApp(NativeGeneration, OpenAILayer):
@@ -94,19 +111,20 @@ class OllamaApp(NativeGeneration, OpenAILayer):
             h.send_json(400, {"error": "model is required"})
             return
         stream = body.get("stream", True) is not False
+        refusal = PULL_TOO_OLD if too_old_for(name) else PULL_MISSING if self.store.is_unknown(name) else None
         if not stream:
-            if self.store.is_unknown(name):
-                h.send_json(500, {"error": PULL_MISSING})
+            if refusal:
+                h.send_json(500, {"error": refusal})
                 return
             h.pause(self.settings.pull_delay)
             self.store.add(name)
             h.send_json(200, {"status": "success"})
             return
         h.begin_stream(NDJSON)
-        if self.store.is_unknown(name):
+        if refusal:
             h.send_event(dumps({"status": "pulling manifest"}) + b"\n")
             h.pause(self.settings.pull_delay)
-            h.end_stream(dumps({"error": PULL_MISSING}) + b"\n")
+            h.end_stream(dumps({"error": refusal}) + b"\n")
             return
         for i, event in enumerate(self.store.pull_progress(name)):
             if i:
@@ -221,8 +239,6 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     while argv and os.path.basename(argv[0]) == "ollama":  # `ollama serve` given as the container command
         argv = argv[1:]
-    if argv and os.path.basename(argv[0]) == "start_ollama":  # dustynv/ollama's command
-        argv = ["serve", *argv[1:]]
     if argv and (argv[0] in ("-v", "--version") or (argv[0] != "serve" and not argv[0].startswith("-"))):
         from . import ollama_cli
 

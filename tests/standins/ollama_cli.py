@@ -15,7 +15,7 @@ import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
-VERSION = "0.12.6"
+VERSION = os.environ.get("STANDIN_OLLAMA_VERSION", "0.13.1")
 
 
 def _base_url() -> str:
