@@ -7,7 +7,7 @@ import copy
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -60,6 +60,14 @@ def gateway_config(
     if aliases is not None:
         doc["model-aliases"] = aliases
     return doc
+
+
+def until(condition: Callable[[], bool], limit: float, *, interval: float = 0.005) -> None:
+    """Wait for ``condition``, polling every ``interval``; fail the test after ``limit`` seconds."""
+    deadline = time.monotonic() + limit
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(interval)
 
 
 class FakeClock:

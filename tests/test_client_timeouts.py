@@ -13,17 +13,14 @@ from typing import Any
 
 import httpx
 
-from tests.gateway_harness import LiveApp
+from tests.gateway_harness import LiveApp, until
 
 CHUNK = b"x" * 65536
 BIG_CHUNKS = 640  # 40 MiB: past the 16 MiB watermark plus whatever the kernel's buffers hold
 
 
 def _until(condition: Callable[[], bool], limit: float = 15.0) -> None:
-    deadline = time.monotonic() + limit
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.01)
+    until(condition, limit, interval=0.01)
 
 
 class _App:

@@ -15,17 +15,14 @@ import pytest
 
 from gateway.errors import ServerBusy
 from gateway.resources.limits import InflightLimiter
-from tests.gateway_harness import gateway_config, live_gateway
+from tests.gateway_harness import gateway_config, live_gateway, until
 from tests.standins.fixtures import StandinServer
 
 CHAT = {"model": "qwen3:4b", "messages": [{"role": "user", "content": "hi"}]}
 
 
 def _until(condition: Callable[[], bool], limit: float = 10.0) -> None:
-    deadline = time.monotonic() + limit
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.005)
+    until(condition, limit, interval=0.005)
 
 
 class _Waiters:

@@ -16,16 +16,14 @@ from gateway.httpclient import Pace, Pool, _Connection
 from gateway.resources.limits import InflightLimiter
 from gateway.serving.server import TurnTakingDispatcher
 from gateway.turns import Turns
+from tests.gateway_harness import until
 from tests.standins.fixtures import StandinServer
 
 CHAT = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).encode()
 
 
 def _until(condition: Callable[[], bool], limit: float = 5.0) -> None:
-    deadline = time.monotonic() + limit
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.001)
+    until(condition, limit, interval=0.001)
 
 
 def assert_set(event: threading.Event) -> None:
