@@ -18,13 +18,22 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from urllib.parse import quote, urlsplit
 
 import httptools
 import httpx
 
 from gateway import tls, turns
+from gateway.engine_failures import (
+    ConnectFailed,
+    ConnectTimedOut,
+    InHttpxTerms,
+    SendFailed,
+    SendTimedOut,
+    Stale,
+    keep_nothing,
+)
 
 # How long a request thread keeps its turn (gateway/turns.py) waiting for a backend that has been
 # answering fast: handing the turn over and queueing for it again costs about this much on a busy
@@ -44,10 +53,6 @@ class Pace:
 
     def __init__(self) -> None:
         self.fast = True
-
-
-def _keep() -> None:
-    """Nothing to drop: the failure came before there was a connection."""
 
 
 def _ready(sock: socket.socket, *, write: bool, seconds: float) -> bool:
@@ -72,81 +77,6 @@ def _ready(sock: socket.socket, *, write: bool, seconds: float) -> bool:
 # uvicorn's 5 s with a second to spare for a busy host; the check before reuse and the one retry on
 # a fresh connection (``Pool.post``) cover what a clock cannot: a restart, or a close we did not see.
 DEFAULT_IDLE_SECONDS = 4.0
-
-
-class _ConnectTimedOut(TimeoutError):
-    pass
-
-
-class _ConnectFailed(OSError):
-    pass
-
-
-class _SendTimedOut(TimeoutError):
-    pass
-
-
-class _SendFailed(OSError):
-    pass
-
-
-class _Stale(Exception):
-    """A reused connection the backend had already closed: nothing was answered, send it anew."""
-
-
-# The one translation of the engine client's low-level failures into the httpx exceptions the rest
-# of the gateway handles, in the spirit of httpx's ``map_httpcore_exceptions``
-# (httpx/_transports/default.py). The first matching row wins, so the most specific comes first:
-# the phase-marked errors before the plain ``TimeoutError`` (a recv's) and ``OSError`` they derive from.
-# ``FAILURE_KINDS`` names each outcome as ``upstream_failures``' reason and the ``Tried:`` text say it.
-_TRANSLATIONS: tuple[tuple[type[BaseException], type[httpx.TransportError], str], ...] = (
-    (_ConnectTimedOut, httpx.ConnectTimeout, "connect timed out"),
-    (_SendTimedOut, httpx.WriteTimeout, "the engine did not take the request in time"),
-    (TimeoutError, httpx.ReadTimeout, "the engine did not answer in time"),
-    (_ConnectFailed, httpx.ConnectError, "could not connect"),
-    (_SendFailed, httpx.WriteError, "sending the request failed"),
-    (httptools.HttpParserError, httpx.RemoteProtocolError, "malformed response"),
-    (OSError, httpx.ReadError, "reading the answer failed"),
-)
-FAILURE_KINDS: dict[type[httpx.TransportError], str] = {
-    httpx.ConnectTimeout: "connect_timeout",
-    httpx.ReadTimeout: "read_timeout",
-    httpx.WriteTimeout: "write_timeout",
-    httpx.ConnectError: "connect_error",
-    httpx.ReadError: "read_error",
-    httpx.WriteError: "write_error",
-    httpx.RemoteProtocolError: "protocol_error",
-}
-TIMEOUT_KINDS = frozenset(("connect_timeout", "read_timeout", "write_timeout"))
-
-
-def failure_kind(exc: httpx.TransportError) -> str:
-    """The short name of an engine-client failure, for metrics and the client's error message."""
-    return FAILURE_KINDS.get(type(exc), "timeout" if isinstance(exc, httpx.TimeoutException) else "transport_error")
-
-
-class _InHttpxTerms:
-    """A failed exchange leaves the connection unusable: drop it, and raise the failure as the
-    httpx exception ``_TRANSLATIONS`` gives. A class rather than ``@contextmanager``: it wraps every
-    engine call twice, and a generator-based one costs several times as much to enter."""
-
-    __slots__ = ("_drop", "_what")
-
-    def __init__(self, drop: Callable[[], None], what: str) -> None:
-        self._drop, self._what = drop, what
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, trace: object) -> None:
-        if exc is None or isinstance(exc, _Stale):
-            return
-        self._drop()
-        if isinstance(exc, httpx.TransportError):
-            return
-        for low, high, phrase in _TRANSLATIONS:
-            if isinstance(exc, low):
-                raise high(f"{phrase} ({self._what}): {str(exc) or type(exc).__name__}") from exc
 
 
 class _Message:
@@ -244,9 +174,9 @@ class _Connection:
             else:
                 self._send(data)
         except TimeoutError as exc:
-            raise _SendTimedOut(str(exc)) from exc
+            raise SendTimedOut(str(exc)) from exc
         except OSError as exc:
-            raise _SendFailed(str(exc) or type(exc).__name__) from exc
+            raise SendFailed(str(exc) or type(exc).__name__) from exc
 
     def _send(self, data: bytes) -> None:
         view = memoryview(data)
@@ -299,9 +229,9 @@ class _TLSConnection(_Connection):
             with turns.waiting():
                 self.sock.sendall(data)
         except TimeoutError as exc:
-            raise _SendTimedOut(str(exc)) from exc
+            raise SendTimedOut(str(exc)) from exc
         except OSError as exc:
-            raise _SendFailed(str(exc) or type(exc).__name__) from exc
+            raise SendFailed(str(exc) or type(exc).__name__) from exc
 
     def recv(self) -> int:
         with turns.waiting():
@@ -329,7 +259,7 @@ class Pool:
         self.pace = Pace()
 
     def _connect(self, connect_timeout: float) -> _Connection:
-        with _InHttpxTerms(_keep, f"connect to {self._host}:{self._port}"):
+        with InHttpxTerms(keep_nothing, f"connect to {self._host}:{self._port}"):
             try:
                 with turns.waiting():
                     sock = socket.create_connection((self._host, self._port), timeout=connect_timeout)
@@ -338,9 +268,9 @@ class Pool:
                         context = tls.client_context()
                         return _TLSConnection(context.wrap_socket(sock, server_hostname=self._host), self.pace)
             except TimeoutError as exc:
-                raise _ConnectTimedOut(str(exc) or "timed out") from exc
+                raise ConnectTimedOut(str(exc) or "timed out") from exc
             except OSError as exc:
-                raise _ConnectFailed(str(exc) or type(exc).__name__) from exc
+                raise ConnectFailed(str(exc) or type(exc).__name__) from exc
         sock.setblocking(False)
         return _Connection(sock, self.pace)
 
@@ -371,9 +301,9 @@ class Pool:
         if conn is not None:
             conn.timeout = read_timeout
             try:
-                with _InHttpxTerms(conn.close, "request"):
+                with InHttpxTerms(conn.close, "request"):
                     return Response(self, conn, self._exchange(conn, request, reused=True))
-            except _Stale:
+            except Stale:
                 conn.close()
             # The backend closed it as the request went out (its keep-alive ran out, or it restarted):
             # nothing was answered, so the request goes once more, on a fresh connection and never on
@@ -387,7 +317,7 @@ class Pool:
             # httpcore and urllib3 make the check before reuse (``_take_idle``).
         conn = self._connect(connect_timeout)
         conn.timeout = read_timeout
-        with _InHttpxTerms(conn.close, "request"):
+        with InHttpxTerms(conn.close, "request"):
             return Response(self, conn, self._exchange(conn, request, reused=False))
 
     @staticmethod
@@ -399,12 +329,12 @@ class Pool:
             while not message.headers_done:
                 if not conn.feed(message):
                     if reused and not answered:
-                        raise _Stale
+                        raise Stale
                     raise httpx.RemoteProtocolError("backend closed the connection without a whole answer")
                 answered = True
-        except (_SendFailed, ConnectionError) as exc:
+        except (SendFailed, ConnectionError) as exc:
             if reused and not answered and isinstance(exc.__cause__ or exc, ConnectionError):
-                raise _Stale from None
+                raise Stale from None
             raise
         return message
 
@@ -443,7 +373,7 @@ class Response:
 
     def iter_raw(self) -> Iterator[bytes]:
         message = self._message
-        with _InHttpxTerms(self.close, "response body"):
+        with InHttpxTerms(self.close, "response body"):
             while True:
                 if message.parts:
                     parts, message.parts = message.parts, []

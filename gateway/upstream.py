@@ -14,6 +14,7 @@ import httpx
 
 from gateway import tls, turns
 from gateway.config import ModelEntry, ServiceSettings
+from gateway.engine_failures import TIMEOUT_KINDS, failure_kind
 from gateway.errors import (
     GatewayError,
     InvalidRequest,
@@ -23,7 +24,7 @@ from gateway.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from gateway.httpclient import TIMEOUT_KINDS, Pool, Response, failure_kind
+from gateway.httpclient import Pool, Response
 from gateway.metrics import Metrics
 from gateway.remote import HOP_HEADER, HOP_LINE, RemoteAccess
 from gateway.routing import Target

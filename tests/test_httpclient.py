@@ -9,7 +9,8 @@ from collections.abc import Callable, Iterable
 import httpx
 import pytest
 
-from gateway.httpclient import Pace, Pool, Response, _Connection, failure_kind
+from gateway.engine_failures import failure_kind
+from gateway.httpclient import Pace, Pool, Response, _Connection
 from tests.standin_helpers import RawEngine
 from tests.standins.fixtures import StandinServer
 
