@@ -25,7 +25,8 @@ from bench.run import KINDS, OUT, _cpus, _port, progress_log, run_load, wrk_miss
 
 BEFORE, AFTER = "before", "after"
 COLUMNS = (("proxy_cpu_us_per_req", "CPU us/req"), ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"),
-           ("added_p99_ms", "added p99 ms"), ("ok_rps", "req/s"), ("switches_per_req", "switches/req"))
+           ("added_p99_ms", "added p99 ms"), ("ok_rps", "req/s"), ("switches_per_req", "switches/req"),
+           ("rss_mb", "RSS MB"))
 
 
 def _git(*args: str) -> str:

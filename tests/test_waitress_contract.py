@@ -40,6 +40,9 @@ SOURCES: dict[str, tuple[str, str]] = {
         "1028105a9aed367d", "server.py TurnTakingDispatcher.add_task replaces it (no notify while a turn is held)"),
     "ThreadedTaskDispatcher.shutdown": (
         "f2550ddbfb8d46b9", "handler_thread's stop protocol (stop_count, thread_exit_cv) must match it"),
+    "ThreadedTaskDispatcher.set_thread_count": (
+        "97cddfc021373f31", "server.py replaces queue_cv with idlethreads.LastIdleFirst: it must only notify_all "
+        "it under lock (stopping threads)"),
     "HTTPChannel.handle_read": (
         "5f1fb08c95aa00cc", "channel.py HeadWithBodyChannel.handle_read replaces it (two readers, header timer)"),
     "HTTPChannel.readable": (
@@ -165,6 +168,24 @@ def test_instance_state_the_gateway_reads_is_set_up_by_waitress() -> None:
         assert "thunk" in inspect.signature(server.trigger.pull_trigger).parameters, "trigger.pull_trigger(thunk)"
     finally:
         server.close()
+
+
+def test_waitress_uses_queue_cv_only_as_last_idle_first_provides() -> None:
+    """gateway/serving/idlethreads.py's LastIdleFirst stands in for the pool's ``queue_cv``: it has
+    ``wait()`` without a timeout, ``notify()`` and ``notify_all()``, and no other calls."""
+    source = inspect.getsource(ThreadedTaskDispatcher)
+    uses, references = [], 0
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            owner = node.func.value
+            if isinstance(owner, ast.Attribute) and owner.attr == "queue_cv":
+                uses.append((node.func.attr, len(node.args) + len(node.keywords)))
+        references += isinstance(node, ast.Attribute) and node.attr == "queue_cv"
+    # every reference is a call's owner, but for the assignment in __init__ (no `with`, no passing it on)
+    assert references == len(uses) + 1, "waitress uses queue_cv other than by calling it: re-read idlethreads.py"
+    assert uses, "waitress's ThreadedTaskDispatcher no longer uses queue_cv: re-read gateway/serving/idlethreads.py"
+    unexpected = {use for use in uses if use not in {("wait", 0), ("notify", 0), ("notify_all", 0)}}
+    assert not unexpected, f"waitress now calls queue_cv.{sorted(unexpected)} (name, argument count): see LastIdleFirst"
 
 
 def test_adjustments_the_gateway_passes_are_accepted() -> None:

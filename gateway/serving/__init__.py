@@ -12,7 +12,8 @@ connections, adjustments for every setting. What remains of waitress's internals
 
 - ``create_server(_dispatcher=...)``: waitress's test shim is its only way to supply the thread pool;
   ``TurnTakingDispatcher`` reuses ``ThreadedTaskDispatcher``'s state (``lock``, ``queue``,
-  ``queue_cv``, ``stop_count``, ...) and copies its ``handler_thread`` to serve in turns.
+  ``queue_cv``, ``stop_count``, ...) and copies its ``handler_thread`` to serve in turns; its
+  ``queue_cv`` is replaced by ``idlethreads.LastIdleFirst``, which wakes the last thread to go idle.
 - ``HTTPChannel._flush_outbufs_below_high_watermark``: the one place waitress makes a writer wait on
   a slow client, and it has no hook; the gateway waits there without the turn.
 - ``HTTPChannel.handle_read``, ``readable``, ``writable``, ``write_soon``, ``WSGITask.build_response_header``

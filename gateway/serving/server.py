@@ -19,6 +19,7 @@ from waitress.task import ThreadedTaskDispatcher
 
 from gateway.app import Gateway
 from gateway.serving.channel import WSGIApp, create_server
+from gateway.serving.idlethreads import LastIdleFirst
 from gateway.serving.turnreads import TurnReads
 from gateway.serving.turnwatch import SlowTurnWatch
 from gateway.turns import Turns
@@ -84,6 +85,8 @@ class TurnTakingDispatcher(ThreadedTaskDispatcher):  # type: ignore[misc]  # wai
 
     def __init__(self, threads: int) -> None:
         super().__init__()
+        # waitress's own wakes the longest-idle thread; see gateway/serving/idlethreads.py
+        self.queue_cv = LastIdleFirst(self.lock)
         self.turns = Turns(on_free=self._on_turn_free)
         self.reads: TurnReads | None = None  # set with the server it serves: see serve_in_turns
         self._channels: dict[int, Any] = {}
