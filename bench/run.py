@@ -74,7 +74,8 @@ def _url(kind: str, name: str, target: targets.Target | None, backend: StaticBac
 
 
 def run_load(procs: dict[str, targets.Target | None], backend: StaticBackend, *, rounds: int, seconds: float,
-             load_cpu: int | None, log: Any, kinds: dict[str, tuple[Any, ...]] = KINDS) -> list[dict[str, Any]]:
+             load_cpu: int | None, log: Any, kinds: dict[str, tuple[Any, ...]] = KINDS,
+             before_round: Any = None) -> list[dict[str, Any]]:
     names = list(procs)
     samples = []
     for kind in kinds:  # warm every path once: connection pools, lazy imports, JIT-less but cache-warm
@@ -83,6 +84,8 @@ def run_load(procs: dict[str, targets.Target | None], backend: StaticBackend, *,
                         cpu=load_cpu)
     step = 0
     for rnd in range(rounds):
+        if before_round is not None:
+            before_round(rnd)
         for kind, (concs, *_rest) in kinds.items():
             for conc in concs:
                 step += 1

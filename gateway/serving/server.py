@@ -120,7 +120,8 @@ class TurnTakingDispatcher(ThreadedTaskDispatcher):  # type: ignore[misc]  # wai
     def read_between_turns(self, server: Any) -> None:
         """The turn's holder reads ``server``'s connections between requests (gateway/serving/turnreads.py)."""
         self.reads = server.turn_reads = TurnReads(self.turns, server.wake_loop)
-        self._channels = server.active_channels
+        # epoll: the connections the loop left to the turn's holder; poll(): all of them
+        self._channels = server.loop_notes.aside
 
     def add_task(self, task: Any) -> None:
         with self.lock:
@@ -248,6 +249,7 @@ def _close_after_current(server: Any) -> int:
     """On the event-loop thread (via the trigger): answer what is queued with ``Connection: close``
     and close idle keep-alive connections. Returns the client connections still open."""
     open_channels = 0
+    server.loop_notes.note_all()
     for channel in list(server.active_channels.values()):
         open_channels += 1
         with channel.requests_lock:
