@@ -201,7 +201,8 @@ def serve(gateway: Gateway, *, host: str, port: int) -> None:
         connection_limit=service.connection_limit,
         # Bodies announced too big get our 413 via Content-Length; waitress cuts chunked ones.
         max_request_body_size=service.max_body_bytes + 1,
-        # select() fails on a descriptor past 1,023 (FD_SETSIZE); poll() has no such bound.
+        # Where epoll is missing (create_server uses it on Linux): select() fails on a descriptor
+        # past 1,023 (FD_SETSIZE); poll() has no such bound.
         asyncore_use_poll=True,
         channel_timeout=max(1, round(service.idle_timeout)),
         # How often waitress looks for idle connections; the header timeout is checked every loop.
