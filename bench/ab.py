@@ -19,13 +19,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench import procstat, stats, targets
+from bench import crowd, procstat, stats, targets
 from bench.backend import StaticBackend
 from bench.run import KINDS, OUT, _cpus, _port, progress_log, run_load, wrk_missing
 
 BEFORE, AFTER = "before", "after"
 COLUMNS = (("proxy_cpu_us_per_req", "CPU us/req"), ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"),
-           ("added_p99_ms", "added p99 ms"), ("ok_rps", "req/s"), ("switches_per_req", "switches/req"))
+           ("added_p99_ms", "added p99 ms"), ("ok_rps", "req/s"), ("switches_per_req", "switches/req"),
+           ("rss_mb", "RSS MB"))
 
 
 def _git(*args: str) -> str:
@@ -81,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=3.0, help="seconds per wrk run (default 3)")
     parser.add_argument("--kind", choices=sorted(KINDS), action="append",
                         help="what to load (repeatable; default chat)")
+    parser.add_argument("--idle", type=int, default=0,
+                        help="idle keep-alive clients held open on each gateway beside the load (opened anew "
+                             "every round: the gateway closes them after its idle timeout)")
     parser.add_argument("--out", type=Path, default=OUT / "ab.json")
     args = parser.parse_args(argv)
     if wrk_missing():
@@ -90,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     load_cpu, proxy_cpu = _cpus()
     log = progress_log()
 
-    meta: dict[str, Any] = {"before": commit, "after": _git("rev-parse", "HEAD"),
+    crowd._raise_nofile()
+    meta: dict[str, Any] = {"before": commit, "after": _git("rev-parse", "HEAD"), "idle": args.idle,
                             "after_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
                             "rounds": args.rounds, "seconds": args.seconds,
                             "host_speed_ms_start": procstat.host_speed_ms()}
@@ -104,8 +109,21 @@ def main(argv: list[str] | None = None) -> int:
         log(f"starting the gateway at {commit[:12]} and this checkout's")
         procs[BEFORE] = targets.start_gateway(backend.url, _port(), proxy_cpu, name=BEFORE, source=tree)
         procs[AFTER] = targets.start_gateway(backend.url, _port(), proxy_cpu, name=AFTER)
+        held: list[Any] = []
+
+        def hold_idle_clients(rnd: int) -> None:
+            for sock in held:
+                sock.close()
+            held.clear()
+            for name in (BEFORE, AFTER):
+                target = procs[name]
+                assert target is not None
+                held.extend(crowd._hold_idle(int(target.url.rsplit(":", 1)[1]), args.idle, "/health"))
+
         samples = run_load(procs, backend, rounds=args.rounds, seconds=args.seconds, load_cpu=load_cpu,
-                           log=log, kinds=kinds)
+                           log=log, kinds=kinds, before_round=hold_idle_clients if args.idle else None)
+        for sock in held:
+            sock.close()
     finally:
         for proc in procs.values():
             if proc is not None:

@@ -74,7 +74,8 @@ def _url(kind: str, name: str, target: targets.Target | None, backend: StaticBac
 
 
 def run_load(procs: dict[str, targets.Target | None], backend: StaticBackend, *, rounds: int, seconds: float,
-             load_cpu: int | None, log: Any, kinds: dict[str, tuple[Any, ...]] = KINDS) -> list[dict[str, Any]]:
+             load_cpu: int | None, log: Any, kinds: dict[str, tuple[Any, ...]] = KINDS,
+             before_round: Any = None) -> list[dict[str, Any]]:
     names = list(procs)
     samples = []
     for kind in kinds:  # warm every path once: connection pools, lazy imports, JIT-less but cache-warm
@@ -83,6 +84,8 @@ def run_load(procs: dict[str, targets.Target | None], backend: StaticBackend, *,
                         cpu=load_cpu)
     step = 0
     for rnd in range(rounds):
+        if before_round is not None:
+            before_round(rnd)
         for kind, (concs, *_rest) in kinds.items():
             for conc in concs:
                 step += 1
@@ -102,7 +105,8 @@ def run_load(procs: dict[str, targets.Target | None], backend: StaticBackend, *,
                               "p99_ms": res.p99_ms, "proxy_cpu_us": cpu_used / max(ok, 1) * 1e6,
                               "switches_per_req": (switches_after - switches_before) / max(ok, 1),
                               "main_thread_share": (main_after - main_before) / cpu_used if cpu_used else 0.0,
-                              "wrk_cpu_share": res.wrk_cpu_s / res.seconds}
+                              "wrk_cpu_share": res.wrk_cpu_s / res.seconds,
+                              "rss_mb": procstat.rss_bytes(pid) / 2**20}
                     samples.append(sample)
                     log(f"  r{rnd} {kind:6} c={conc:<2} {name:16} {sample['ok_rps']:8.0f} req/s  "
                         f"p50 {res.p50_ms:7.3f}  p99 {res.p99_ms:7.3f} ms  cpu {sample['proxy_cpu_us']:6.0f} us/req"

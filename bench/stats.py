@@ -37,6 +37,8 @@ def aggregate_load(samples: list[dict[str, Any]]) -> dict[str, Any]:
             # Older result files lack these two.
             "switches_per_req": round(median([r.get("switches_per_req", nan) for r in runs]), 2),
             "main_thread_share": round(median([r.get("main_thread_share", nan) for r in runs]), 3),
+            # resident memory after the last round (it only grows); older result files lack it
+            "rss_mb": round(max([r.get("rss_mb", nan) for r in runs]), 1),
         }
         if target != "direct":
             base = [(r, direct.get((kind, conc, r["round"]))) for r in runs]

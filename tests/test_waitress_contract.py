@@ -13,6 +13,7 @@ import hashlib
 import importlib.metadata
 import inspect
 import re
+import select
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,9 @@ SOURCES: dict[str, tuple[str, str]] = {
         "1028105a9aed367d", "server.py TurnTakingDispatcher.add_task replaces it (no notify while a turn is held)"),
     "ThreadedTaskDispatcher.shutdown": (
         "f2550ddbfb8d46b9", "handler_thread's stop protocol (stop_count, thread_exit_cv) must match it"),
+    "ThreadedTaskDispatcher.set_thread_count": (
+        "97cddfc021373f31", "server.py replaces queue_cv with idlethreads.LastIdleFirst: it must only notify_all "
+        "it under lock (stopping threads)"),
     "HTTPChannel.handle_read": (
         "5f1fb08c95aa00cc", "channel.py HeadWithBodyChannel.handle_read replaces it (two readers, header timer)"),
     "HTTPChannel.readable": (
@@ -70,11 +74,23 @@ SOURCES: dict[str, tuple[str, str]] = {
         "4ab5b7f595bc4253", "the idle timeout is its channel_timeout; it skips channels with requests"),
     "BaseWSGIServer.readable": (
         "4eea9c1036b55b41", "runs maintenance every cleanup_interval and applies connection_limit"),
+    "BaseWSGIServer.run": (
+        "f6d4f8a820ec7d93", "eventloop.py EpollLoop stands in for self.asyncore: run() calls its loop(map=self._map)"),
+    "wasyncore.readwrite": (
+        "2467235cc3f4eb51", "eventloop.py hands it epoll's flags (the kernel's POLL* bits) for each event"),
+    "wasyncore.poll2": (
+        "f2ea2bd150ff2600", "eventloop.py registers what this asks (readable, writable unless accepting), "
+                            "and nothing for a channel that wants nothing"),
+    "dispatcher.add_channel": (
+        "bb7b639a471bc5bb", "eventloop.py ChannelMap notes connections by its map[fd] = self"),
+    "dispatcher.del_channel": (
+        "adbc7e4cb5fc9568", "eventloop.py ChannelMap notes connections gone by its del map[fd]"),
 }
 _OWNERS: dict[str, Any] = {
     "ThreadedTaskDispatcher": ThreadedTaskDispatcher, "HTTPChannel": HTTPChannel, "Task": Task,
     "ErrorTask": ErrorTask, "HTTPRequestParser": waitress_parser.HTTPRequestParser,
     "BaseWSGIServer": BaseWSGIServer, "waitress": waitress, "utilities": utilities,
+    "wasyncore": wasyncore, "dispatcher": wasyncore.dispatcher,
 }
 
 # Methods the gateway calls or overrides, with the parameters it passes or expects.
@@ -92,13 +108,15 @@ SIGNATURES: dict[str, list[str]] = {
     "Task.build_response_header": ["self"],
     "Task.set_close_on_finish": ["self"],
     "utilities.build_http_date": ["when"],
+    "wasyncore.loop": ["timeout", "use_poll", "map", "count"],  # EpollLoop.loop takes the same
+    "wasyncore.readwrite": ["obj", "flags"],
 }
 
 # Class attributes the gateway sets or reads (the seams: task_class, error_task_class, parser_class).
 CLASS_ATTRIBUTES = {
     HTTPChannel: ["task_class", "error_task_class", "parser_class", "request", "last_activity", "will_close",
                   "close_when_flushed", "total_outbufs_len"],
-    BaseWSGIServer: ["channel_class", "maintenance", "pull_trigger", "del_channel", "run"],
+    BaseWSGIServer: ["channel_class", "maintenance", "pull_trigger", "del_channel", "run", "asyncore", "accepting"],
     Task: ["wrote_header", "close_on_finish", "content_length", "chunked_response", "has_body"],
     waitress_parser.HTTPRequestParser: ["completed", "headers_finished", "chunked", "content_length", "error",
                                         "version", "connection_close"],
@@ -165,6 +183,31 @@ def test_instance_state_the_gateway_reads_is_set_up_by_waitress() -> None:
         assert "thunk" in inspect.signature(server.trigger.pull_trigger).parameters, "trigger.pull_trigger(thunk)"
     finally:
         server.close()
+
+
+def test_waitress_uses_queue_cv_only_as_last_idle_first_provides() -> None:
+    """gateway/serving/idlethreads.py's LastIdleFirst stands in for the pool's ``queue_cv``: it has
+    ``wait()`` without a timeout, ``notify()`` and ``notify_all()``, and no other calls."""
+    source = inspect.getsource(ThreadedTaskDispatcher)
+    uses, references = [], 0
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            owner = node.func.value
+            if isinstance(owner, ast.Attribute) and owner.attr == "queue_cv":
+                uses.append((node.func.attr, len(node.args) + len(node.keywords)))
+        references += isinstance(node, ast.Attribute) and node.attr == "queue_cv"
+    # every reference is a call's owner, but for the assignment in __init__ (no `with`, no passing it on)
+    assert references == len(uses) + 1, "waitress uses queue_cv other than by calling it: re-read idlethreads.py"
+    assert uses, "waitress's ThreadedTaskDispatcher no longer uses queue_cv: re-read gateway/serving/idlethreads.py"
+    unexpected = {use for use in uses if use not in {("wait", 0), ("notify", 0), ("notify_all", 0)}}
+    assert not unexpected, f"waitress now calls queue_cv.{sorted(unexpected)} (name, argument count): see LastIdleFirst"
+
+
+def test_epoll_reports_events_in_the_bits_waitress_reads() -> None:
+    if not hasattr(select, "epoll"):
+        pytest.skip("epoll is Linux's")
+    assert (select.EPOLLIN, select.EPOLLPRI, select.EPOLLOUT, select.EPOLLERR, select.EPOLLHUP) == (
+        select.POLLIN, select.POLLPRI, select.POLLOUT, select.POLLERR, select.POLLHUP)
 
 
 def test_adjustments_the_gateway_passes_are_accepted() -> None:

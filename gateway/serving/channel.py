@@ -24,6 +24,7 @@ from waitress.utilities import build_http_date
 from waitress.wasyncore import _DISCONNECTED
 
 from gateway import turns
+from gateway.serving.eventloop import HAVE_EPOLL, ChannelMap, EpollLoop, NoNotes
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -214,6 +215,8 @@ class HeadWithBodyChannel(HTTPChannel):  # type: ignore[misc]
     _held: bytes | None = None
     _loop_reads: bool | None = None
     _loop_writes: bool | None = None
+    stepped_aside = False  # the loop's last readable() left it to the turn's holder
+    timer_running = False  # the loop's last readable() found its header or idle timer running
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._read_lock = threading.Lock()
@@ -232,6 +235,13 @@ class HeadWithBodyChannel(HTTPChannel):  # type: ignore[misc]
         # between requests, one piece each time, which would drag a large upload out under load.
         if reads and turn_reads is not None and self.request is None:
             reads = turn_reads.loop_reads()
+            self.stepped_aside = not reads
+            if not reads:
+                self.server.loop_notes.left_to_turn(self)
+        else:
+            self.stepped_aside = False
+        # For the epoll loop (eventloop.py): ask again on a timer, not only when something changes.
+        self.timer_running = self._head_since is not None or bool(self.total_outbufs_len)
         self._loop_reads = reads
         return reads
 
@@ -249,6 +259,7 @@ class HeadWithBodyChannel(HTTPChannel):  # type: ignore[misc]
                 data = b""
             if not data:
                 self.will_close = True  # the loop closes it: it may be selecting on this socket
+                self.server.loop_notes.note(self)
                 self.server.wake_loop()
                 return
             self.last_activity = now = time.time()
@@ -258,6 +269,7 @@ class HeadWithBodyChannel(HTTPChannel):  # type: ignore[misc]
                 self._head_since = None
             elif self._head_since is None:
                 self._head_since = now
+            self.server.loop_notes.note(self)  # read by the turn's holder, perhaps: the loop asks again
 
     def _close_if_stuck(self) -> None:
         """Asked by the loop before each select(): a connection whose client has owed its request
@@ -343,23 +355,46 @@ class HeadWithBodyChannel(HTTPChannel):  # type: ignore[misc]
 
 
 def create_server(
-    app: WSGIApp, *, host: str, port: int, threads: int, header_timeout: float = 10.0, **adjustments: Any
+    app: WSGIApp, *, host: str, port: int, threads: int, header_timeout: float = 10.0,
+    use_epoll: bool = HAVE_EPOLL, **adjustments: Any
 ) -> Any:
     """waitress's server with ``HeadWithBodyChannel``: connections stay watched while their request
     runs, and a finished request wakes the loop thread only when its select() needs it. A client
-    that owes a request head for ``header_timeout`` seconds is dropped (waitress has no such bound)."""
+    that owes a request head for ``header_timeout`` seconds is dropped (waitress has no such bound).
+    With ``use_epoll`` (Linux), the loop thread runs on epoll (gateway/serving/eventloop.py)."""
+    channels = ChannelMap() if use_epoll else None
     server: Any = waitress.create_server(
-        app, host=host, port=port, threads=threads, channel_request_lookahead=1, **adjustments
+        app, map=channels, host=host, port=port, threads=threads, channel_request_lookahead=1, **adjustments
     )
     server.channel_class = HeadWithBodyChannel
     server.header_timeout = header_timeout
     server.turn_reads = None  # set by whoever serves requests in turns (gateway/serving/server.py)
     pull_trigger = server.wake_loop = server.pull_trigger
+    if channels is not None:
+        # waitress's test shim: run() calls its loop(); the server's own readable() still decides
+        epoll_loop = server.asyncore = EpollLoop(channels)
+        notes: EpollLoop | NoNotes = epoll_loop
+        maintenance = server.maintenance
+
+        def maintenance_then_ask_all(now: float) -> None:
+            maintenance(now)  # may mark any idle connection to close
+            notes.note_all()
+
+        server.maintenance = maintenance_then_ask_all
+    else:
+        notes = NoNotes(server.active_channels)
+    server.loop_notes = notes
 
     def pull_trigger_if_needed() -> None:
         channel = getattr(_serving, "channel", None)
-        if channel is None or not channel.loop_is_watching():
+        if channel is None:
+            notes.note_all()
             pull_trigger()
+        elif not channel.loop_is_watching():
+            notes.note(channel)
+            pull_trigger()
+        else:
+            notes.note_aside(channel)  # the turn's holder may read it; the loop looks next turn
 
     server.pull_trigger = pull_trigger_if_needed
     return server

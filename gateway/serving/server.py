@@ -19,6 +19,7 @@ from waitress.task import ThreadedTaskDispatcher
 
 from gateway.app import Gateway
 from gateway.serving.channel import WSGIApp, create_server
+from gateway.serving.idlethreads import LastIdleFirst
 from gateway.serving.turnreads import TurnReads
 from gateway.serving.turnwatch import SlowTurnWatch
 from gateway.turns import Turns
@@ -84,6 +85,8 @@ class TurnTakingDispatcher(ThreadedTaskDispatcher):  # type: ignore[misc]  # wai
 
     def __init__(self, threads: int) -> None:
         super().__init__()
+        # waitress's own wakes the longest-idle thread; see gateway/serving/idlethreads.py
+        self.queue_cv = LastIdleFirst(self.lock)
         self.turns = Turns(on_free=self._on_turn_free)
         self.reads: TurnReads | None = None  # set with the server it serves: see serve_in_turns
         self._channels: dict[int, Any] = {}
@@ -117,7 +120,8 @@ class TurnTakingDispatcher(ThreadedTaskDispatcher):  # type: ignore[misc]  # wai
     def read_between_turns(self, server: Any) -> None:
         """The turn's holder reads ``server``'s connections between requests (gateway/serving/turnreads.py)."""
         self.reads = server.turn_reads = TurnReads(self.turns, server.wake_loop)
-        self._channels = server.active_channels
+        # epoll: the connections the loop left to the turn's holder; poll(): all of them
+        self._channels = server.loop_notes.aside
 
     def add_task(self, task: Any) -> None:
         with self.lock:
@@ -197,7 +201,8 @@ def serve(gateway: Gateway, *, host: str, port: int) -> None:
         connection_limit=service.connection_limit,
         # Bodies announced too big get our 413 via Content-Length; waitress cuts chunked ones.
         max_request_body_size=service.max_body_bytes + 1,
-        # select() fails on a descriptor past 1,023 (FD_SETSIZE); poll() has no such bound.
+        # Where epoll is missing (create_server uses it on Linux): select() fails on a descriptor
+        # past 1,023 (FD_SETSIZE); poll() has no such bound.
         asyncore_use_poll=True,
         channel_timeout=max(1, round(service.idle_timeout)),
         # How often waitress looks for idle connections; the header timeout is checked every loop.
@@ -245,6 +250,7 @@ def _close_after_current(server: Any) -> int:
     """On the event-loop thread (via the trigger): answer what is queued with ``Connection: close``
     and close idle keep-alive connections. Returns the client connections still open."""
     open_channels = 0
+    server.loop_notes.note_all()
     for channel in list(server.active_channels.values()):
         open_channels += 1
         with channel.requests_lock:

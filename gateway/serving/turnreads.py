@@ -98,6 +98,7 @@ class TurnReads:
                 # belongs to the loop, so it is asked to.
                 log.exception("reading a request failed; closing the connection")
                 channel.will_close = True
+                channel.server.loop_notes.note(channel)
                 self._wake_loop()
             else:
                 partly_read = partly_read or channel.request is not None
