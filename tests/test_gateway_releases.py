@@ -3,10 +3,13 @@ the earlier release upgraded in place (a real venv directory at gateway_venv) en
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import importlib.util
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +40,8 @@ def releases(*names_by_age: str) -> list[dict[str, Any]]:
 def test_the_newest_are_kept_and_the_oldest_removed() -> None:
     found = releases("gateway-0.1.0-a", "gateway-0.1.0-b", "gateway-0.2.0-c", "gateway-0.2.0-d", "gateway-0.3.0-e")
     live, previous = "/opt/vilms/gateway-0.3.0-e", "/opt/vilms/gateway-0.2.0-d"
-    assert stale_releases(found, 3, [live, live, previous]) == ["/opt/vilms/gateway-0.1.0-b", "/opt/vilms/gateway-0.1.0-a"]
+    removed = stale_releases(found, 3, [live, live, previous])
+    assert removed == ["/opt/vilms/gateway-0.1.0-b", "/opt/vilms/gateway-0.1.0-a"]
 
 
 def test_the_live_and_the_previous_version_stay_even_when_oldest() -> None:
@@ -119,3 +123,33 @@ def test_check_mode_moves_nothing(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     assert venv.is_dir() and not venv.is_symlink()
     assert sorted(p.name for p in root.iterdir()) == ["venv"]
+
+
+def test_the_drills_regressed_build_cannot_chat_and_its_record_matches(tmp_path: Path) -> None:
+    """testbed/broken_gateway_wheel.py, used by Molecule's rollback drill, on a wheel of the same shape."""
+    source, dest = tmp_path / "wheelhouse", tmp_path / "regressed"
+    source.mkdir()
+    chat = b"class ChatResource:\n    def on_post(self, req, resp):\n        return 'answer'\n"
+    with zipfile.ZipFile(source / "vilms_edge_gateway-0.1.0-py3-none-any.whl", "w") as wheel:
+        wheel.writestr("gateway/resources/chat.py", chat)
+        wheel.writestr("vilms_edge_gateway-0.1.0.dist-info/RECORD", "gateway/resources/chat.py,sha256=old,1\n")
+    (source / "orjson-3.10.0-cp311-cp311-manylinux_2_17_x86_64.whl").write_bytes(b"dependency")
+
+    run = subprocess.run([sys.executable, str(ROLE.parent.parent / "testbed" / "broken_gateway_wheel.py"),
+                          str(source), str(dest)], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+
+    assert (dest / "orjson-3.10.0-cp311-cp311-manylinux_2_17_x86_64.whl").read_bytes() == b"dependency"
+    with zipfile.ZipFile(dest / "vilms_edge_gateway-0.1.0-py3-none-any.whl") as wheel:
+        patched = wheel.read("gateway/resources/chat.py")
+        record = wheel.read("vilms_edge_gateway-0.1.0.dist-info/RECORD").decode()
+    digest = base64.urlsafe_b64encode(hashlib.sha256(patched).digest()).rstrip(b"=").decode()
+    assert record.splitlines() == [f"gateway/resources/chat.py,sha256={digest},{len(patched)}"]
+    namespace: dict[str, Any] = {}
+    exec(compile(patched, "chat.py", "exec"), namespace)
+    try:
+        namespace["ChatResource"]().on_post(None, None)
+    except RuntimeError as error:
+        assert "cannot chat" in str(error)
+    else:
+        raise AssertionError("the regressed build still answers a chat")
