@@ -176,7 +176,8 @@ def test_the_lock_pins_every_dependency_of_pyproject_within_its_specifier() -> N
         name = canonicalize_name(requirement.name)
         assert name in pins, f"{name} is in pyproject.toml but not in requirements.lock: run make lock"
         assert requirement.specifier.contains(pins[name], prereleases=True), (
-            f"requirements.lock pins {name}=={pins[name]}, outside pyproject.toml's {requirement.specifier}: run make lock")
+            f"requirements.lock pins {name}=={pins[name]}, outside pyproject.toml's {requirement.specifier}: "
+            "run make lock")
 
 
 def test_the_lock_leaves_torch_to_each_platform() -> None:
@@ -236,7 +237,8 @@ def test_the_gateway_role_uses_the_staged_wheelhouse_without_an_index_and_rebuil
                 {"name": "The kind of box", "ansible.builtin.set_fact": {
                     "_gateway_build": {"target": JETSON_TARGET, "python": "3.11", "arch": "aarch64", "extras": []},
                     "_gateway_controller": {"stdout": "x86_64-py311"}}},
-                {"name": "Build", "ansible.builtin.include_role": {"name": "gateway", "tasks_from": "wheelhouse_build.yml"},
+                {"name": "Build",
+                 "ansible.builtin.include_role": {"name": "gateway", "tasks_from": "wheelhouse_build.yml"},
                  "vars": {"_gateway_build_target": JETSON_TARGET}},
             ],
         }]))
@@ -244,7 +246,8 @@ def test_the_gateway_role_uses_the_staged_wheelhouse_without_an_index_and_rebuil
         bin_dir = Path(sys.executable).parent
         return subprocess.run(
             [str(bin_dir / "ansible-playbook"), "-i", "localhost,", "-c", "local",
-             "-e", json.dumps({"gateway_wheelhouse": str(wheelhouse), "gateway_extra_requirements": extra_requirements}),
+             "-e", json.dumps({"gateway_wheelhouse": str(wheelhouse),
+                               "gateway_extra_requirements": extra_requirements}),
              str(playbook)],
             cwd=REPO, capture_output=True, text=True, timeout=300,
             env={"PATH": f"{bin_dir}:/usr/bin:/bin", "ANSIBLE_NOCOLOR": "1",
