@@ -184,6 +184,24 @@ def test_the_lock_leaves_torch_to_each_platform() -> None:
     assert "torch" not in lock_pins()
 
 
+@pytest.mark.network
+@pytest.mark.slow
+@pytest.mark.parametrize(("arch", "python"), [("aarch64", "3.12"), ("x86_64", "3.11")])
+def test_every_locked_version_has_a_wheel_for_each_kind_of_box(tmp_path: Path, arch: str, python: str) -> None:
+    """A box of either CPU, on the oldest or the newest Python the fleet runs, can install every pin
+    (the embeddings extra's included) from binary wheels: pip asked for that platform, from PyPI."""
+    oldest = 17 if arch == "aarch64" else 5
+    platforms = [f"manylinux_2_{minor}_{arch}" for minor in range(35, oldest - 1, -1)] + [f"manylinux2014_{arch}"]
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--no-deps", "--ignore-installed",
+         "--only-binary=:all:", "--implementation", "cp", "--python-version", python,
+         *[f"--platform={platform}" for platform in platforms],
+         "--target", str(tmp_path / "target"), "-r", str(REPO / "requirements.lock")],
+        capture_output=True, text=True, timeout=600, env={"PIP_CONFIG_FILE": "/dev/null", "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
 # ---------------------------------------------------------------------------------------------
 # A Jetson's wheelhouse, staged from PyPI on this x86_64 controller
 # ---------------------------------------------------------------------------------------------
