@@ -24,7 +24,7 @@ override REPORTS := $(abspath $(REPORTS))
 TALK = $(PYTHON) testbed/talk
 ENGINE = bash testbed/engine.sh exec --
 
-.PHONY: setup demo demo-down demo-clean serve test unit integration lint testbed testbed-down molecule clean
+.PHONY: setup demo demo-down demo-clean serve test unit integration lint testbed testbed-down molecule lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -93,6 +93,13 @@ molecule: setup testbed
 		if $(TALK) molecule-$$s -- $(ENGINE) $(BIN)/molecule test -s $$s; \
 		then echo "passed molecule:$$s" >> $(REPORTS)/checks.txt; \
 		else echo "failed molecule:$$s" >> $(REPORTS)/checks.txt; exit 1; fi; done
+
+## Pin the gateway's dependencies for every box in requirements.lock (docs/ansible.md, "The lock"):
+## aarch64 and x86_64, Python 3.11 and newer, the embeddings extra; torch stays each platform's own.
+lock:
+	$(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 --fork-strategy fewest \
+		--extra embeddings --overrides <(echo "torch ; sys_platform == 'never'") --no-emit-package torch \
+		--custom-compile-command "make lock" --output-file requirements.lock
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
