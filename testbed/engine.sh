@@ -20,7 +20,8 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-RUN_DIR=/run/vilms-testbed
+# Both overridable, so a second test bed (or a test of this script) can run beside the first.
+RUN_DIR=${VILMS_TESTBED_RUN:-/run/vilms-testbed}
 DATA_DIR=${VILMS_TESTBED_DATA:-/var/lib/vilms-testbed}
 OWN_SOCKET=unix://$RUN_DIR/docker.sock
 OWN_CONFIG=$RUN_DIR/daemon.json
