@@ -12,6 +12,7 @@
 #                                loaded into each test host's inner Docker)
 #        vilms/testhost:bookworm the test host: systemd + docker.io + sudo
 # Environment: VILMS_TESTBED_CACHE (default /var/cache/vilms-testbed),
+#              VILMS_TESTBED_RUN / VILMS_TESTBED_DATA (testbed/engine.sh's run and data dirs),
 #              VILMS_TESTBED_REBUILD=1 to rebuild the images.
 set -euo pipefail
 
@@ -45,7 +46,7 @@ step "packages ready"
 bash "$REPO/testbed/engine.sh" up
 set -a
 # shellcheck source=/dev/null
-source /run/vilms-testbed/env
+source "${VILMS_TESTBED_RUN:-/run/vilms-testbed}/env"
 set +a
 step "dockerd ready ($(docker info --format '{{.Driver}}') storage, test hosts run under $VILMS_TESTBED_RUNTIME)"
 

@@ -20,7 +20,8 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-RUN_DIR=/run/vilms-testbed
+# Both overridable, so a second test bed (or a test of this script) can run beside the first.
+RUN_DIR=${VILMS_TESTBED_RUN:-/run/vilms-testbed}
 DATA_DIR=${VILMS_TESTBED_DATA:-/var/lib/vilms-testbed}
 OWN_SOCKET=unix://$RUN_DIR/docker.sock
 OWN_CONFIG=$RUN_DIR/daemon.json
@@ -124,15 +125,26 @@ down() {
   # dockerd leaves its default network namespace bind-mounted under the exec root.
   { findmnt -rn -o TARGET | grep "^$RUN_DIR/" || true; } | sort -r | xargs -r umount -l
   rm -rf "$RUN_DIR"
+  [[ -e $SAVED_CONFIG || -e $SAVED_CONFIG.absent ]] || return 0
+  # dockerd replaces its runtimes on SIGHUP only when the file names `runtimes` (a file without the
+  # key, or no file, leaves `capfilter` registered until the engine restarts): reload once with the
+  # original's runtimes (or none) spelt out, then put the original file back exactly.
+  local original='{}'
+  [[ -e $SAVED_CONFIG ]] && original=$(cat "$SAVED_CONFIG")
+  if [[ -r /var/run/docker.pid ]]; then
+    { jq '.runtimes = (.runtimes // {})' <<<"$original" || echo '{"runtimes": {}}'; } >"$MACHINE_CONFIG"
+    kill -HUP "$(cat /var/run/docker.pid)"
+    for _ in $(seq 1 20); do
+      docker info --format '{{json .Runtimes}}' 2>/dev/null | grep -q '"capfilter"' || break
+      sleep 0.5
+    done
+  fi
   if [[ -e $SAVED_CONFIG ]]; then
     cp -p "$SAVED_CONFIG" "$MACHINE_CONFIG" && rm -f "$SAVED_CONFIG"
-  elif [[ -e $SAVED_CONFIG.absent ]]; then
-    rm -f "$MACHINE_CONFIG" "$SAVED_CONFIG.absent"
   else
-    return 0
+    rm -f "$MACHINE_CONFIG" "$SAVED_CONFIG.absent"
   fi
-  [[ -r /var/run/docker.pid ]] && kill -HUP "$(cat /var/run/docker.pid)"
-  say "restored the machine's $MACHINE_CONFIG"
+  say "restored the machine's $MACHINE_CONFIG and removed the runtime 'capfilter' from its engine"
 }
 
 release() {

@@ -169,3 +169,83 @@ def test_docker_28_without_iptable_raw_is_refused_with_both_ways_out(tmp_path: P
 def test_docker_28_opt_out_or_docker_27_pass(tmp_path: Path, variables: dict[str, Any]) -> None:
     run = preflight(tmp_path, {"gateway_api_keys": [KEY], **JETSON_R36_4, **variables})
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+
+
+# -- The gateway's Python: chosen per OS by the inventory, checked on the box before any change ----
+def preflight_in_group(tmp_path: Path, group: str, extra_vars: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    """The preflight play for one box in ``group`` with the repository's group_vars (its Python rule)."""
+    (tmp_path / "group_vars").symlink_to(REPO / "inventory" / "group_vars")
+    return ansible_playbook(tmp_path, REPO / "playbooks" / "preflight.yml",
+                            {"edge": {"children": {group: {"hosts": {"this-box": None}}}}},
+                            {"ansible_become": False, "platform_override": group, "vault_gateway_api_keys": [KEY],
+                             **extra_vars})
+
+
+# What the probe says when the interpreter is not on the box (extra vars beat registered results).
+NO_INTERPRETER = {"_preflight_python_probe": {"rc": 2, "stdout": "", "msg": "[Errno 2] No such file or directory"}}
+
+
+@pytest.mark.parametrize("group,os_release,python,packages", [
+    ("dgpu", "Ubuntu 22.04", "python3.11", ["python3.11", "python3.11-venv"]),
+    ("cpu", "Ubuntu 22.04", "python3.11", ["python3.11", "python3.11-venv"]),
+    ("cpu", "Debian 12", "python3", ["python3-venv"]),
+    ("dgpu", "Ubuntu 24.04", "python3", ["python3-venv"]),
+])
+def test_the_inventory_gives_ubuntu_22_04_boxes_python_3_11(tmp_path: Path, group: str, os_release: str,
+                                                            python: str, packages: list[str]) -> None:
+    (tmp_path / "group_vars").symlink_to(REPO / "inventory" / "group_vars")
+    playbook = tmp_path / "show.yml"
+    playbook.write_text(
+        "- hosts: edge\n  gather_facts: true\n  roles: [platform]\n  tasks:\n"
+        "    - ansible.builtin.debug:\n"
+        "        msg: \"CHOSEN {{ gateway_python }} {{ gateway_os_packages | join(',') }}\"\n")
+    run = ansible_playbook(tmp_path, playbook, {"edge": {"children": {group: {"hosts": {"this-box": None}}}}},
+                           {"ansible_become": False, "platform_override": group, "platform_os_override": os_release})
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert f"CHOSEN {python} {','.join(packages)}" in run.stdout, run.stdout[-3000:]
+
+
+@pytest.mark.parametrize("group", ["dgpu", "cpu"])
+def test_ubuntu_22_04_without_python_3_11_or_a_candidate_is_refused_in_preflight(tmp_path: Path, group: str) -> None:
+    run = preflight_in_group(tmp_path, group, {"platform_os_override": "Ubuntu 22.04", **NO_INTERPRETER,
+                                               "_preflight_python_apt_probe": {"results": [
+                                                   {"item": "python3.11", "rc": 0, "stdout": ""},
+                                                   {"item": "python3.11-venv", "rc": 0, "stdout": ""}]}})
+    output = run.stdout + run.stderr
+    assert run.returncode != 0, output[-3000:]
+    assert "python3.11 (gateway_python) is not on this box, and apt has no installation candidate for" \
+           " python3.11, python3.11-venv" in output, output[-3000:]
+    assert "enable it and run apt-get update" in output
+
+
+def test_a_missing_interpreter_apt_can_install_passes(tmp_path: Path) -> None:
+    # This machine's apt lists offer python3.11 and python3.11-venv (Debian 12), as jammy-updates does.
+    run = preflight_in_group(tmp_path, "dgpu", {"platform_os_override": "Ubuntu 22.04", **NO_INTERPRETER})
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "failed=0" in run.stdout
+
+
+def test_an_interpreter_apt_has_never_heard_of_is_refused(tmp_path: Path) -> None:
+    # Real probes on this machine: no python3.99 on PATH, and apt-cache policy prints nothing for it.
+    run = preflight_in_group(tmp_path, "cpu", {"gateway_python": "python3.99",
+                                               "gateway_os_packages": ["python3.99", "python3.99-venv"]})
+    output = run.stdout + run.stderr
+    assert run.returncode != 0, output[-3000:]
+    assert "python3.99 (gateway_python) is not on this box, and apt has no installation candidate for" \
+           " python3.99, python3.99-venv (gateway_os_packages)" in output, output[-3000:]
+
+
+def test_a_3_11_system_python_passes_unchanged(tmp_path: Path) -> None:
+    # This machine is Debian 12: the inventory keeps python3 (3.11), which the probe finds.
+    run = preflight_in_group(tmp_path, "cpu", {})
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "failed=0" in run.stdout
+
+
+def test_jetpack_5_is_refused_with_its_own_way_forward_first(tmp_path: Path) -> None:
+    run = preflight_in_group(tmp_path, "jetson", {"platform_l4t_release_override": "35.4.1", **NO_INTERPRETER,
+                                                  "_preflight_python_apt_probe": {"results": []}})
+    output = run.stdout + run.stderr
+    assert run.returncode != 0, output[-3000:]
+    assert "JetPack 5 / Ubuntu 20.04 has no python3.11 package" in output, output[-3000:]
+    assert "apt has no installation candidate" not in output

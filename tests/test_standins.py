@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
 import struct
 import time
 from pathlib import Path
@@ -19,7 +20,6 @@ import pytest
 from openai.types.chat import ChatCompletionContentPartParam, ChatCompletionMessageParam
 
 from tests.standin_helpers import PNG, USER, client_for, sse_events
-from tests.standins import ollama as standin_ollama
 from tests.standins.fixtures import StandinServer
 
 # ------------------------------------------------------------------------------- Ollama
@@ -169,16 +169,32 @@ def test_pull_of_unknown_model_fails_like_ollama(ollama: StandinServer) -> None:
 
 
 @pytest.mark.parametrize("version,refused", [("0.12.6", True), ("0.0.0", True), ("0.12.7", False), ("0.13.1", False)])
-def test_qwen3_vl_is_refused_to_an_ollama_older_than_it_needs(monkeypatch: pytest.MonkeyPatch, ollama: StandinServer,
-                                                               version: str, refused: bool) -> None:
+def test_qwen3_vl_is_refused_to_an_ollama_older_than_it_needs(version: str, refused: bool) -> None:
     # ollama#12819: 0.12.6 cannot run qwen3-vl; dustynv's builds call themselves 0.0.0.
-    monkeypatch.setattr(standin_ollama, "VERSION", version)
-    reply = httpx.post(ollama.url + "/api/pull", json={"model": "qwen3-vl:4b-instruct", "stream": False})
+    with StandinServer.ollama(models=[], engine_version=version) as ollama:
+        reply = httpx.post(ollama.url + "/api/pull", json={"model": "qwen3-vl:4b-instruct", "stream": False})
     if refused:
         assert reply.status_code == 500
         assert "requires a newer version of Ollama" in reply.json()["error"]
     else:
         assert reply.json() == {"status": "success"}
+
+
+def test_a_model_the_version_cannot_run_is_listed_but_fails_to_load() -> None:
+    # Its files are there (pulled by a newer Ollama, then the image went back to 0.12.6): the lists
+    # show it; loading it fails as ollama#12626 shows: "500 ... unable to load model: <blob path>".
+    vl = "qwen3-vl:4b-instruct"
+    with StandinServer.ollama(models=["qwen3:4b", vl], engine_version="0.12.6") as ollama:
+        assert vl in {t["name"] for t in httpx.get(ollama.url + "/api/tags").json()["models"]}
+        assert vl in {m["id"] for m in httpx.get(ollama.url + "/v1/models").json()["data"]}
+        native = httpx.post(ollama.url + "/api/chat", json={"model": vl, "messages": USER, "stream": False})
+        assert native.status_code == 500
+        message = native.json()["error"]
+        assert re.fullmatch(r"unable to load model: /root/\.ollama/models/blobs/sha256-[0-9a-f]{64}", message)
+        v1 = httpx.post(ollama.url + "/v1/chat/completions", json={"model": vl, "messages": USER})
+        assert v1.status_code == 500
+        assert v1.json() == {"error": {"message": message, "type": "api_error", "param": None, "code": None}}
+        assert httpx.post(ollama.url + "/v1/chat/completions", json={"model": "qwen3:4b", "messages": USER}).is_success
 
 
 def test_pulled_models_survive_a_restart_and_delete(tmp_path: Path) -> None:

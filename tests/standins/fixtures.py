@@ -19,6 +19,7 @@ from typing import Any
 from .common import Settings
 from .httpbase import App, Runner
 from .ollama import OllamaApp
+from .ollama_base import VERSION as OLLAMA_VERSION
 from .vllm import KEEP_ALIVE_SECONDS, VllmApp
 
 
@@ -49,9 +50,12 @@ class StandinServer:
         port: int = 0,
         start: bool = True,
         tls: ssl.SSLContext | None = None,
+        engine_version: str = OLLAMA_VERSION,
     ) -> StandinServer:
         """An Ollama stand-in with `models` already present; `models_dir` persists pulls to disk;
-        `tls` (a server-side context) serves it over HTTPS."""
+        `tls` (a server-side context) serves it over HTTPS; `engine_version` is the Ollama release it
+        plays (default STANDIN_OLLAMA_VERSION or 0.13.1): a model that release cannot run is listed
+        but fails to load, as on the real one."""
         app = OllamaApp(
             name=name,
             models=list(models),
@@ -62,6 +66,7 @@ class StandinServer:
             unknown=list(unknown),
             keep_alive=keep_alive,
             env=env,
+            engine_version=engine_version,
         )
         return cls(app, port=port, start=start, tls=tls)
 

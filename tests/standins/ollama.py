@@ -24,31 +24,18 @@ if not __package__:
 
 from .common import Settings, dumps, parse_duration, report_env, rfc3339_local
 from .httpbase import Handler, serve_until_signal
+from .ollama_base import too_old_for
 from .ollama_native import NDJSON, NativeGeneration
 from .ollama_store import Model
 from .ollama_v1 import OpenAILayer
 
-# What /api/version reports: the tag the stand-in image was built as (dustynv's builds say "0.0.0").
-VERSION = os.environ.get("STANDIN_OLLAMA_VERSION", "0.13.1")
 DEFAULT_PORT = 11434
 ENV_PREFIXES = ("OLLAMA_", "JETSON_", "NVIDIA_", "CUDA_")
 PULL_MISSING = "pull model manifest: file does not exist"
 # The registry refuses a model to an Ollama older than the model needs; the server passes its answer
 # on ("pull model manifest: 412: ... requires a newer version of Ollama", seen with qwen3-vl).
-# The model page: "Qwen3-VL models require Ollama 0.12.7" (ollama#12819).
-NEEDS_NEWER = {"qwen3-vl": "0.12.7"}
 PULL_TOO_OLD = ("pull model manifest: 412: \n\nThe model you are attempting to pull requires a newer version of Ollama."
                 "\n\nPlease download the latest version at:\n\n\thttps://ollama.com/download\n\n")
-
-
-def _release(text: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in text.split("-")[0].split(".") if part.isdigit())
-
-
-def too_old_for(name: str) -> bool:
-    family = name.split(":")[0].rsplit("/", 1)[-1]
-    needed = NEEDS_NEWER.get(family)
-    return needed is not None and _release(VERSION) < _release(needed)
 
 
 class OllamaApp(NativeGeneration, OpenAILayer):
@@ -79,7 +66,7 @@ class OllamaApp(NativeGeneration, OpenAILayer):
     # -- native API ------------------------------------------------------------------------
 
     def version(self, h: Handler, body: dict[str, Any], path: str) -> None:
-        out: dict[str, Any] = {"version": VERSION}
+        out: dict[str, Any] = {"version": self.engine_version}
         if self.env:
             out["standin"] = {"name": self.name, "env": self.env}
         h.send_json(200, out)
@@ -111,7 +98,8 @@ class OllamaApp(NativeGeneration, OpenAILayer):
             h.send_json(400, {"error": "model is required"})
             return
         stream = body.get("stream", True) is not False
-        refusal = PULL_TOO_OLD if too_old_for(name) else PULL_MISSING if self.store.is_unknown(name) else None
+        refusal = (PULL_TOO_OLD if too_old_for(name, self.engine_version)
+                   else PULL_MISSING if self.store.is_unknown(name) else None)
         if not stream:
             if refusal:
                 h.send_json(500, {"error": refusal})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,23 @@ from .httpbase import App, Handler
 from .ollama_store import Model, ModelStore
 
 NOT_FOUND = 'model "{}" not found, try pulling it first'
+# What /api/version reports: the tag the stand-in image was built as (dustynv's builds say "0.0.0").
+VERSION = os.environ.get("STANDIN_OLLAMA_VERSION", "0.13.1")
+# Models an older Ollama cannot run. The model page: "Qwen3-VL models require Ollama 0.12.7"
+# (ollama#12819, #12850).
+NEEDS_NEWER = {"qwen3-vl": "0.12.7"}
+# Where the official image keeps its models (OLLAMA_MODELS defaults to ~/.ollama/models, as root).
+DEFAULT_MODELS_DIR = "/root/.ollama/models"
+
+
+def _release(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("-")[0].split(".") if part.isdigit())
+
+
+def too_old_for(name: str, version: str = VERSION) -> bool:
+    family = name.split(":")[0].rsplit("/", 1)[-1]
+    needed = NEEDS_NEWER.get(family)
+    return needed is not None and _release(version) < _release(needed)
 
 
 class OllamaBase(App):
@@ -26,6 +44,7 @@ class OllamaBase(App):
         unknown: list[str] | None = None,
         keep_alive: float = 300.0,
         env: dict[str, str] | None = None,
+        engine_version: str = VERSION,
     ) -> None:
         # Ollama serves ``&http.Server{Handler: nil}`` (server/routes.go): no IdleTimeout, no
         # ReadTimeout, so Go's net/http keeps an idle connection open until the client closes it or
@@ -35,6 +54,7 @@ class OllamaBase(App):
             models_dir, list(models or []), list(unknown if unknown is not None else ["doesnotexist"])
         )
         self.keep_alive = keep_alive
+        self.engine_version = engine_version
 
     def info(self) -> dict[str, Any]:
         return {**super().info(), "models": [m.name for m in self.store.models()]}
@@ -56,6 +76,21 @@ class OllamaBase(App):
         model = self.store.get(str(name))
         if model is None:
             self.send_error(h, 404, NOT_FOUND.format(name), path)
+        return model
+
+    def _runnable_or_error(self, h: Handler, name: Any, path: str) -> Model | None:
+        """The model, or the answer real Ollama gives when it cannot load it. A model its version is
+        too old for still lists in /api/tags and /v1/models (its files are there: pulled by a newer
+        Ollama, or the image was rolled back), and every request that loads it fails: HTTP 500
+        "unable to load model: <blob path>" (ollama#12626: `ollama run qwen3-vl` -> "Error: 500
+        Internal Server Error: unable to load model: /var/lib/ollama/.ollama/models/blobs/sha256-...";
+        ollama#12850 the same for qwen3-vl:32b before 0.12.7)."""
+        model = self._model_or_404(h, name, path)
+        if model is not None and too_old_for(model.name, self.engine_version):
+            root = str(self.store.models_dir) if self.store.models_dir is not None else DEFAULT_MODELS_DIR
+            weights = model.layers()[0]["digest"].replace(":", "-")
+            self.send_error(h, 500, f"unable to load model: {root}/blobs/{weights}", path)
+            return None
         return model
 
     def _keep_alive(self, body: dict[str, Any]) -> float:

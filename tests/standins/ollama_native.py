@@ -70,7 +70,7 @@ class NativeGeneration(OllamaBase):
         h.end_stream(dumps(final) + b"\n")
 
     def chat(self, h: Handler, body: dict[str, Any], path: str) -> None:
-        model = self._model_or_404(h, body.get("model"), path)
+        model = self._runnable_or_error(h, body.get("model"), path)
         if model is None:
             return
         messages = body.get("messages") or []
@@ -97,7 +97,7 @@ class NativeGeneration(OllamaBase):
         self._native_reply(h, body, text, words + images, chat=True)
 
     def generate(self, h: Handler, body: dict[str, Any], path: str) -> None:
-        model = self._model_or_404(h, body.get("model"), path)
+        model = self._runnable_or_error(h, body.get("model"), path)
         if model is None:
             return
         self.store.touch(model.name, self._keep_alive(body))
@@ -124,7 +124,7 @@ class NativeGeneration(OllamaBase):
         )
 
     def embed(self, h: Handler, body: dict[str, Any], path: str) -> None:
-        model = self._model_or_404(h, body.get("model"), path)
+        model = self._runnable_or_error(h, body.get("model"), path)
         if model is None:
             return
         texts: list[str] = []
@@ -150,6 +150,6 @@ class NativeGeneration(OllamaBase):
         )
 
     def embeddings_legacy(self, h: Handler, body: dict[str, Any], path: str) -> None:
-        model = self._model_or_404(h, body.get("model"), path)
+        model = self._runnable_or_error(h, body.get("model"), path)
         if model is not None:
             h.send_json(200, {"embedding": self._vectors([str(body.get("prompt") or "")], None)[0]})

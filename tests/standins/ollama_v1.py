@@ -40,7 +40,7 @@ class OpenAILayer(OllamaBase):
         except oa.RequestError as exc:
             self.send_error(h, 400, str(exc), path)
             return
-        model = self._model_or_404(h, body.get("model"), path)
+        model = self._runnable_or_error(h, body.get("model"), path)
         if model is None:
             return
         self.store.touch(model.name, self.keep_alive)
@@ -48,7 +48,7 @@ class OpenAILayer(OllamaBase):
         oa.write_chat(h, "ollama", str(body["model"]), text, prompt, body)
 
     def v1_completions(self, h: Handler, body: dict[str, Any], path: str) -> None:
-        model = self._model_or_404(h, body.get("model"), path)
+        model = self._runnable_or_error(h, body.get("model"), path)
         if model is None:
             return
         prompt = str(body.get("prompt") or "")
@@ -65,7 +65,7 @@ class OpenAILayer(OllamaBase):
         if encoding.lower() not in ("float", "base64"):
             self.send_error(h, 400, f"invalid encoding_format {encoding!r}: must be 'float' or 'base64'", path)
             return
-        model = self._model_or_404(h, body.get("model"), path)
+        model = self._runnable_or_error(h, body.get("model"), path)
         if model is None:
             return
         vectors = self._vectors(texts, body.get("dimensions"))
