@@ -110,9 +110,12 @@ def _plays(tmp_path: Path, serial: str | None = None) -> Path:
         provision["serial"] = serial
     provision["tasks"] = [
         {"name": "Change something", "ansible.builtin.command": "true", "changed_when": True, "notify": "Restart"},
-        {"name": "Fail the broken box", "ansible.builtin.fail": {"msg": "health gate"}, "when": "broken | default(false)"},
+        {"name": "Fail the broken box", "ansible.builtin.fail": {"msg": "health gate"},
+         "when": "broken | default(false)"},
     ]
-    provision["handlers"] = [{"name": "Restart", "ansible.builtin.debug": {"msg": "restarted {{ inventory_hostname }}"}}]
+    provision["handlers"] = [
+        {"name": "Restart", "ansible.builtin.debug": {"msg": "restarted {{ inventory_hostname }}"}},
+    ]
     playbook = tmp_path / "rollout.yml"
     playbook.write_text(yaml.safe_dump([plan, provision], sort_keys=False))
     return playbook

@@ -40,7 +40,9 @@ def _batch_size(value: Any, total: int) -> int:
             return int((pct / 100.0) * total) or 1
         count = int(text)
     except ValueError as exc:
-        raise RolloutError(f"vilms_rollout_batch entry {value!r} is neither a count (2) nor a percentage ('25%')") from exc
+        raise RolloutError(
+            f"vilms_rollout_batch entry {value!r} is neither a count (2) nor a percentage ('25%')"
+        ) from exc
     if count <= 0:
         raise RolloutError(f"vilms_rollout_batch entry {value!r}: a count is 1 or more")
     return count
