@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 # ansible-core's ssh-agent module imports cryptography's DSA, which warns on every ansible-playbook
 # start (CryptographyDeprecationWarning, a UserWarning subclass): not ours to fix, so not printed.
 export PYTHONWARNINGS ?= ignore:DSA is deprecated:UserWarning
-SCENARIOS ?= cpu jetson dgpu
+SCENARIOS ?= cpu jetson dgpu fleet
 # No colour codes in logs that are not a terminal (ansible, ansible-lint, molecule, pytest).
 ifneq ($(shell [ -t 2 ] && echo tty),tty)
 export NO_COLOR := 1
