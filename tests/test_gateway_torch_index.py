@@ -5,10 +5,7 @@ operator's own gateway_pip_args always win."""
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,32 +19,6 @@ pytestmark = pytest.mark.slow
 
 ROLE = REPO / "roles" / "gateway"
 EMBEDDINGS_ON = {"gateway_embedding_enabled": True}
-
-
-@pytest.fixture
-def cpu_index() -> Iterator[str]:
-    """A stand-in for download.pytorch.org/whl/cpu: its root is a PEP 503 simple index page."""
-
-    class Index(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            found = self.path == "/whl/cpu/"
-            body = b'<!DOCTYPE html><html><body><a href="torch/">torch</a></body></html>' if found else b""
-            self.send_response(200 if found else 404)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Index)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/whl/cpu"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def pip_args(tmp_path: Path, index: str, variables: dict[str, Any]) -> list[str]:

@@ -3,12 +3,9 @@
 
 from __future__ import annotations
 
-import http.server
 import os
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,26 +17,6 @@ def torch_args(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
     return subprocess.run([sys.executable, str(REPO / "testbed" / "torch-pip-args")], capture_output=True,
                           text=True, timeout=30, env={**clean, "PIP_CONFIG_FILE": os.devnull, **env})
-
-
-@pytest.fixture
-def cpu_index() -> Iterator[str]:
-    """A stand-in for download.pytorch.org/whl/cpu: answers HEAD /torch/ with 200."""
-
-    class Index(http.server.BaseHTTPRequestHandler):
-        def do_HEAD(self) -> None:
-            self.send_response(200 if self.path == "/whl/cpu/torch/" else 404)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Index)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/whl/cpu"
-    finally:
-        server.shutdown()
 
 
 def test_local_torch_wheel_is_preferred(tmp_path: Path, cpu_index: str) -> None:
